@@ -1,0 +1,3 @@
+from shipit.cli import main
+
+main()
