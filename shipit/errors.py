@@ -88,6 +88,14 @@ class VerificationFailed(ShipitError):
 
 
 class Interrupted(ShipitError):
-    """SIGINT or SIGTERM: work was stopped and cleaned up."""
+    """SIGINT or SIGTERM: work was stopped and cleaned up (exit 128 + signal number)."""
 
     exit_code = 130
+
+    @classmethod
+    def from_signal(cls, signum: int) -> Interrupted:
+        import signal
+
+        err = cls("interrupted" if signum == signal.SIGINT else "terminated")
+        err.exit_code = 128 + signum
+        return err

@@ -1,0 +1,81 @@
+"""Command line: thin Typer commands over the library.
+
+Each command parses its options, calls one library function and renders the result.
+Errors from the library are ShipitError subclasses; ``main`` turns them into one line
+on stderr and the error's exit code. A traceback in front of a user is a bug.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import NoReturn
+
+import typer
+
+from shipit import __version__
+from shipit.errors import Interrupted, ShipitError
+
+app = typer.Typer(
+    name="shipit",
+    help=(
+        "Move Docker images between Docker engines without a registry.\n\n"
+        "shipit IMAGE... --to TARGET ships images straight from one engine to another "
+        "(local socket, Docker context or SSH host), recompressed and shaped for the target."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"shipit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Move Docker images between Docker engines without a registry."""
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print one error line and exit."""
+    typer.echo(f"shipit: error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    # Turn SIGINT/SIGTERM into a ShipitError so `finally` blocks remove temp files and close
+    # sessions, and so Click's own KeyboardInterrupt handling ("Aborted!", exit 1) never runs.
+    raise Interrupted.from_signal(signum)
+
+
+def _register_commands() -> None:
+    # Imported for their side effect: each module adds its command(s) to `app`.
+    from shipit.cli import info  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    _register_commands()
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        app(args=args, prog_name="shipit", standalone_mode=True)
+    except ShipitError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except BrokenPipeError:
+        # Reader of our stdout went away (e.g. `| head`); not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
