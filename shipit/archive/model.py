@@ -1,0 +1,279 @@
+"""The image model of an archive: names → index/manifest tree → config and layers.
+
+Built from a finished ``Scan``. Building it checks what only the whole archive can tell:
+every referenced blob is present with the size its descriptor says, and every layer
+whose uncompressed digest was computed matches the config's ``rootfs.diff_ids``.
+"""
+
+from __future__ import annotations
+
+import platform as _platform
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from shipit.archive.reader import BlobRecord, Scan
+from shipit.errors import BadInput, DigestMismatch
+from shipit.oci import (
+    ANNOTATION_IMAGE_NAME,
+    ANNOTATION_REF_NAME,
+    DOCKER_CONFIG,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    Descriptor,
+    Document,
+    check_digest,
+    config_diff_ids,
+    index_children,
+    manifest_parts,
+    normalize_ref,
+    parse_json,
+    short,
+)
+
+
+@dataclass(frozen=True)
+class Layer:
+    key: str  # where the scan keeps its blob: source digest, or legacy member path
+    descriptor: Descriptor | None  # as the source manifest had it (None: legacy layout)
+    diff_id: str
+
+
+@dataclass(frozen=True)
+class ImageManifest:
+    descriptor: Descriptor | None  # None when synthesized from a legacy manifest.json
+    document: Document | None
+    config: Document
+    config_descriptor: Descriptor
+    layers: tuple[Layer, ...]
+
+
+@dataclass(frozen=True)
+class ImageIndex:
+    descriptor: Descriptor
+    document: Document
+    children: tuple[ImageManifest | ImageIndex | Descriptor, ...]  # Descriptor: not in archive
+
+
+Node = ImageManifest | ImageIndex
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image of the archive with every name it was saved under."""
+
+    names: tuple[str, ...]  # normalized references, e.g. docker.io/library/rosie:latest
+    root: Node
+
+    def manifests(self) -> Iterator[ImageManifest]:
+        stack: list[Node | Descriptor] = [self.root]
+        while stack:
+            node = stack.pop(0)
+            if isinstance(node, ImageManifest):
+                yield node
+            elif isinstance(node, ImageIndex):
+                stack.extend(node.children)
+
+    def runnable(self) -> ImageManifest | None:
+        """The manifest a single-platform engine loads: this machine's platform first."""
+        manifests = list(self.manifests())
+        arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(_platform.machine(), "")
+        for manifest in manifests:
+            plat = (manifest.descriptor.platform if manifest.descriptor else None) or {}
+            if plat.get("architecture") == arch:
+                return manifest
+        return manifests[0] if manifests else None
+
+
+def build(scan: Scan, *, allow_missing: frozenset[str] = frozenset()) -> list[Image]:
+    """The images of a scanned archive, checked for completeness and diff_ids.
+
+    ``allow_missing`` names layer digests a sink already has, so the archive may lack them.
+    """
+    if "index.json" in scan.top:
+        images = _from_index(scan, allow_missing)
+    elif "manifest.json" in scan.top:
+        images = _from_legacy(scan, allow_missing)
+    else:
+        raise BadInput("neither index.json nor manifest.json found: not a docker save archive")
+    if not images:
+        raise BadInput("the archive holds no image")
+    return images
+
+
+# OCI layout (Engine 25+, containerd store, shipit) ---------------------------------
+
+
+def _from_index(scan: Scan, allow_missing: frozenset[str]) -> list[Image]:
+    index = Document.parse(scan.top["index.json"], "index.json")
+    entries = index_children(index, "index.json")
+    legacy_names = _legacy_names(scan)
+    images: dict[str, tuple[list[str], Node]] = {}
+    for entry in entries:
+        node = _node(scan, entry, "index.json", allow_missing, depth=0)
+        if node is None:
+            raise BadInput(f"index.json: entry {short(entry.digest)} is missing from the archive")
+        names, _ = images.setdefault(entry.digest, ([], node))
+        for name in _entry_names(entry, node, legacy_names):
+            if name not in names:
+                names.append(name)
+    return [Image(tuple(names), node) for names, node in images.values()]
+
+
+def _entry_names(entry: Descriptor, node: Node, legacy_names: dict[str, list[str]]) -> list[str]:
+    full = entry.annotations.get(ANNOTATION_IMAGE_NAME)
+    ref = entry.annotations.get(ANNOTATION_REF_NAME)
+    if full:
+        return [normalize_ref(full)]
+    if ref and ("/" in ref or ":" in ref):
+        return [normalize_ref(ref)]
+    # A bare tag says too little; manifest.json's RepoTags name the image fully.
+    if isinstance(node, ImageManifest):
+        return [normalize_ref(n) for n in legacy_names.get(node.config.digest, [])]
+    return []
+
+
+def _legacy_names(scan: Scan) -> dict[str, list[str]]:
+    if "manifest.json" not in scan.top:
+        return {}
+    out: dict[str, list[str]] = {}
+    for entry in _legacy_entries(scan):
+        config = entry.get("Config", "")
+        if isinstance(config, str) and config.startswith("blobs/sha256/"):
+            out["sha256:" + config.rsplit("/", 1)[1]] = list(entry.get("RepoTags") or [])
+    return out
+
+
+def _node(
+    scan: Scan, desc: Descriptor, what: str, allow_missing: frozenset[str], depth: int
+) -> Node | None:
+    if depth > 8:
+        raise BadInput(f"{what}: indexes nested deeper than 8 levels")
+    doc = scan.documents.get(desc.digest)
+    if doc is None:
+        return None
+    if doc.size != desc.size:
+        raise DigestMismatch(
+            f"{what}: {short(desc.digest)} has {doc.size} bytes, descriptor says {desc.size}"
+        )
+    media_type = desc.media_type or doc.value.get("mediaType", "")
+    label = f"manifest {short(desc.digest)}"
+    if media_type in INDEX_TYPES or (not media_type and "manifests" in doc.value):
+        children: list[Node | Descriptor] = []
+        for child in index_children(doc, label):
+            node = _node(scan, child, label, allow_missing, depth + 1)
+            children.append(node if node is not None else child)
+        return ImageIndex(desc, doc, tuple(children))
+    if media_type not in MANIFEST_TYPES and "layers" not in doc.value:
+        raise BadInput(f"{what}: {short(desc.digest)} has unsupported media type {media_type!r}")
+    config_desc, layer_descs = manifest_parts(doc, label)
+    config = scan.documents.get(config_desc.digest)
+    if config is None:
+        raise BadInput(f"{label}: config {short(config_desc.digest)} is missing from the archive")
+    if config.size != config_desc.size:
+        raise DigestMismatch(f"{label}: config size {config.size} != descriptor {config_desc.size}")
+    diff_ids = config_diff_ids(config, f"config {short(config.digest)}")
+    if len(diff_ids) != len(layer_descs):
+        raise BadInput(f"{label}: {len(layer_descs)} layers but {len(diff_ids)} diff_ids")
+    layers = []
+    for layer_desc, diff_id in zip(layer_descs, diff_ids, strict=True):
+        record = scan.blob(layer_desc.digest)
+        _check_layer(record, layer_desc.digest, layer_desc.size, diff_id, label, allow_missing)
+        layers.append(Layer(layer_desc.digest, layer_desc, diff_id))
+    return ImageManifest(desc, doc, config, config_desc, tuple(layers))
+
+
+def _check_layer(
+    record: BlobRecord | None,
+    digest: str | None,
+    size: int | None,
+    diff_id: str,
+    what: str,
+    allow_missing: frozenset[str],
+) -> None:
+    if record is None:
+        if diff_id in allow_missing or (digest and digest in allow_missing):
+            return
+        raise BadInput(f"{what}: layer {short(digest or diff_id)} is missing from the archive")
+    if size is not None and record.source_size != size:
+        raise DigestMismatch(
+            f"{what}: layer {short(record.source_digest)} has {record.source_size} bytes, "
+            f"descriptor says {size}"
+        )
+    if record.diff_id is not None and record.diff_id != diff_id:
+        raise DigestMismatch(
+            f"{what}: layer {short(record.source_digest)} uncompressed is "
+            f"{short(record.diff_id)}, config says {short(diff_id)}"
+        )
+
+
+# Legacy manifest.json (Engine ≤ 24, and the fallback for every classic save) --------
+
+
+def _legacy_entries(scan: Scan) -> list[dict]:
+    value = parse_json(scan.top["manifest.json"], "manifest.json")
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise BadInput("manifest.json: expected a list of objects")
+    return value
+
+
+def _from_legacy(scan: Scan, allow_missing: frozenset[str]) -> list[Image]:
+    images = []
+    for n, entry in enumerate(_legacy_entries(scan)):
+        what = f"manifest.json entry {n}"
+        config_path = entry.get("Config")
+        layer_paths = entry.get("Layers")
+        if not isinstance(config_path, str) or not isinstance(layer_paths, list):
+            raise BadInput(f"{what}: Config and Layers are required")
+        config = _legacy_config(scan, config_path, what)
+        diff_ids = config_diff_ids(config, f"config {short(config.digest)}")
+        if len(diff_ids) != len(layer_paths):
+            raise BadInput(f"{what}: {len(layer_paths)} layers but {len(diff_ids)} diff_ids")
+        layers = []
+        for path, diff_id in zip(layer_paths, diff_ids, strict=True):
+            if not isinstance(path, str):
+                raise BadInput(f"{what}: layer path is not a string")
+            key = _blob_key(path)
+            record = scan.blob(key)
+            _check_layer(record, None, None, diff_id, what, allow_missing)
+            if record is not None and record.diff_id is None and record.compression == "none":
+                # An uncompressed layer's own digest is its diff_id.
+                if record.source_digest != diff_id:
+                    raise DigestMismatch(
+                        f"{what}: layer {path} is {short(record.source_digest)}, "
+                        f"config says {short(diff_id)}"
+                    )
+            layers.append(Layer(key if record is None else _final_key(scan, key), None, diff_id))
+        config_desc = Descriptor(DOCKER_CONFIG, config.digest, config.size)
+        manifest = ImageManifest(None, None, config, config_desc, tuple(layers))
+        tags = entry.get("RepoTags") or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise BadInput(f"{what}: RepoTags is not a list of names")
+        images.append(Image(tuple(normalize_ref(t) for t in tags), manifest))
+    return images
+
+
+def _blob_key(path: str) -> str:
+    if path.startswith("blobs/sha256/"):
+        return check_digest("sha256:" + path[len("blobs/sha256/") :], f"layer path {path!r}")
+    return path
+
+
+def _final_key(scan: Scan, key: str) -> str:
+    while key in scan.aliases:
+        key = scan.aliases[key]
+    return key
+
+
+def _legacy_config(scan: Scan, path: str, what: str) -> Document:
+    if path.startswith("blobs/sha256/"):
+        digest = _blob_key(path)
+        doc = scan.documents.get(digest)
+    else:
+        doc = scan.legacy_configs.get(path)
+        if doc is not None:
+            stem = path.removesuffix(".json")
+            if doc.digest != f"sha256:{stem}":
+                raise DigestMismatch(f"{what}: config {path} has digest {short(doc.digest)}")
+    if doc is None:
+        raise BadInput(f"{what}: config {path} is missing from the archive")
+    return doc

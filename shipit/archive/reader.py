@@ -1,0 +1,317 @@
+"""Read any archive ``docker save`` has produced, as a stream, in bounded memory.
+
+Layouts: Engine ≤ 24 legacy (``<id>/layer.tar``, ``<hex>.json``, ``manifest.json``),
+Engine 25+ OCI layout with ``manifest.json``, containerd-store saves (Docker media types
+inside an OCI index, nested indexes), shipit's own output, and any of these wrapped in
+gzip or zstd. Entries are taken in whatever order the tar has them: small JSON documents
+are kept in memory, every other blob is handed to a ``BlobHandler`` while it streams past.
+
+Nothing from an archive is ever extracted to a path: blobs go to anonymous temp files,
+so a hostile name cannot write anywhere; such names are refused all the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol
+
+from shipit import compression
+from shipit.compression import Reader
+from shipit.errors import BadInput, DigestMismatch, ShipitError, TooLarge, UnsafeArchive
+from shipit.oci import MAX_DOCUMENT, Document, short
+
+CHUNK = 1 << 20
+_BLOB = re.compile(r"^blobs/([^/]+)/([^/]+)$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_TOP_DOCS = {"index.json", "manifest.json", "oci-layout", "repositories"}
+
+
+@dataclass
+class BlobRecord:
+    """What became of one blob of the archive (a layer or other non-JSON blob)."""
+
+    key: str  # source digest for OCI blobs, the member path for legacy layer files
+    source_digest: str
+    source_size: int
+    source_compression: str
+    digest: str  # of the bytes the sink will get
+    size: int
+    compression: str
+    diff_id: str | None = None  # sha256 of the uncompressed tar, when it was computed
+    spool: BinaryIO | None = None  # the output bytes, when a sink will want them
+
+    @property
+    def rewritten(self) -> bool:
+        return self.digest != self.source_digest
+
+
+class BlobHandler(Protocol):
+    def __call__(
+        self, key: str, expected: str | None, size: int, head: bytes, body: BinaryIO
+    ) -> BlobRecord:
+        """Consume one blob: ``head`` is its first bytes, ``body`` yields the rest."""
+        ...
+
+
+@dataclass
+class Scan:
+    """Everything an archive held, keyed for building the image model."""
+
+    documents: dict[str, Document] = field(default_factory=dict)  # by digest
+    top: dict[str, bytes] = field(default_factory=dict)  # index.json, manifest.json, ...
+    legacy_configs: dict[str, Document] = field(default_factory=dict)  # by member path
+    blobs: dict[str, BlobRecord] = field(default_factory=dict)  # by key
+    aliases: dict[str, str] = field(default_factory=dict)  # symlinked layer path → target
+    order: list[str] = field(default_factory=list)  # blob keys in arrival order
+    bytes_read: int = 0
+
+    def blob(self, key: str) -> BlobRecord | None:
+        seen: set[str] = set()
+        while key in self.aliases and key not in seen:
+            seen.add(key)
+            key = self.aliases[key]
+        return self.blobs.get(key)
+
+
+class CountingReader(Reader):
+    """Counts the bytes pulled through it and reports them (for progress)."""
+
+    def __init__(self, src: BinaryIO, on_read: Callable[[int], None] | None = None) -> None:
+        self._src = src
+        self._on_read = on_read
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._src.read(size)
+        self.count += len(data)
+        if self._on_read and data:
+            self._on_read(len(data))
+        return data
+
+
+class _Prefixed(Reader):
+    """A reader that first returns ``head`` then the rest of ``src`` (to undo a peek)."""
+
+    def __init__(self, head: bytes, src: BinaryIO) -> None:
+        self._head = head
+        self._src = src
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            if size < 0 or size >= len(self._head):
+                head, self._head = self._head, b""
+                return head + (self._src.read(size - len(head)) if size > len(head) else b"")
+            head, self._head = self._head[:size], self._head[size:]
+            return head
+        return self._src.read(size)
+
+
+def read_exactly(src: BinaryIO, size: int) -> bytes:
+    parts, left = [], size
+    while left > 0:
+        chunk = src.read(min(left, CHUNK))
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def unwrap(src: BinaryIO) -> BinaryIO:
+    """Undo an outer gzip or zstd around the tar (detected from the bytes)."""
+    head = read_exactly(src, 512)
+    if not head:
+        raise BadInput("the archive is empty")
+    kind = compression.detect(head)
+    stream: BinaryIO = _Prefixed(head, src)  # type: ignore[assignment]
+    if kind != "none":
+        stream = compression.decompressor(kind, stream)
+    return stream
+
+
+def _member_name(raw: str) -> str:
+    name = raw
+    while name.startswith("./"):
+        name = name[2:]
+    name = name.rstrip("/")
+    if not name or "\x00" in name or "\\" in name:
+        raise UnsafeArchive(f"entry name {raw!r} is not acceptable")
+    if name.startswith("/"):
+        raise UnsafeArchive(f"entry {raw!r} has an absolute path")
+    if ".." in name.split("/"):
+        raise UnsafeArchive(f"entry {raw!r} points outside the archive")
+    return name
+
+
+def _members(stream: BinaryIO) -> Iterator[tuple[tarfile.TarInfo, str, BinaryIO | None]]:
+    try:
+        archive = tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK)  # type: ignore[call-overload]
+    except tarfile.TarError as exc:
+        raise BadInput(f"not a tar archive: {exc}") from None
+    try:
+        while True:
+            try:
+                member = archive.next()
+            except tarfile.TarError as exc:
+                raise BadInput(f"corrupt tar archive: {exc}") from None
+            if member is None:
+                return
+            name = _member_name(member.name)
+            body = archive.extractfile(member) if member.isreg() else None
+            yield member, name, body  # type: ignore[misc]
+    except EOFError:
+        raise BadInput("the tar archive is truncated") from None
+    except tarfile.TarError as exc:
+        raise BadInput(f"corrupt tar archive: {exc}") from None
+
+
+class _TarBody(Reader):
+    """The body of one tar member; turns tarfile's truncation errors into BadInput."""
+
+    def __init__(self, body: BinaryIO, name: str) -> None:
+        self._body = body
+        self._name = name
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._body.read(size)
+        except (tarfile.TarError, EOFError):
+            raise BadInput(f"{self._name}: the tar archive is truncated") from None
+
+
+def _read_document(body: BinaryIO, size: int, name: str) -> bytes:
+    if size > MAX_DOCUMENT:
+        raise TooLarge(f"{name}: {size} bytes is too large for a JSON document")
+    data = read_exactly(body, size)
+    if len(data) != size:
+        raise BadInput(f"{name}: the tar archive is truncated")
+    return data
+
+
+def _looks_like_json(head: bytes) -> bool:
+    return head.lstrip()[:1] in (b"{", b"[")
+
+
+def scan(src: BinaryIO, handle_blob: BlobHandler) -> Scan:
+    """Read an archive stream to its end, handing each non-document blob to ``handle_blob``.
+
+    Every blob named by digest is verified against it; a legacy layer file's digest is
+    computed here and checked against the config's diff_ids when the model is built.
+    """
+    result = Scan()
+    seen_files: dict[str, str] = {}  # member path → sha256 of what it held
+    for member, name, body in _members(unwrap(src)):
+        if member.isdir():
+            continue
+        if member.issym():
+            _add_alias(result, name, member.linkname)
+            continue
+        if body is None:
+            kind = "hardlink" if member.islnk() else "special file"
+            raise UnsafeArchive(f"entry {name!r} is a {kind}; shipit reads regular files only")
+        body = _TarBody(body, name)  # type: ignore[assignment]
+        try:
+            _take(result, seen_files, name, member.size, body, handle_blob)
+        except ShipitError as exc:
+            if name in str(exc):
+                raise
+            raise exc.context(name) from None
+    return result
+
+
+def _add_alias(result: Scan, name: str, target: str) -> None:
+    # Engine ≤ 24 writes a symlink for a layer.tar whose content another layer has.
+    if not name.endswith("/layer.tar"):
+        raise UnsafeArchive(f"entry {name!r} is a symlink; only legacy layer.tar may be one")
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+    if target.startswith("/") or resolved.startswith("..") or resolved == name:
+        raise UnsafeArchive(f"symlink {name!r} -> {target!r} points outside the archive")
+    result.aliases[name] = resolved
+
+
+def _take(
+    result: Scan,
+    seen_files: dict[str, str],
+    name: str,
+    size: int,
+    body: BinaryIO,
+    handle_blob: BlobHandler,
+) -> None:
+    blob = _BLOB.match(name)
+    if name in _TOP_DOCS or (not blob and name.endswith(".json") and "/" not in name):
+        data = _read_document(body, size, name)
+        _same_once(seen_files, name, hashlib.sha256(data).hexdigest())
+        if name in _TOP_DOCS:
+            result.top[name] = data
+        else:
+            result.legacy_configs[name] = Document.parse(data, name)
+        return
+    if blob:
+        algo, hexpart = blob.groups()
+        if algo != "sha256":
+            raise BadInput(f"digest algorithm {algo!r} is not supported")
+        if not _HEX64.match(hexpart):
+            raise BadInput("blob name is not a sha256 digest")
+        expected: str | None = f"sha256:{hexpart}"
+    elif name.endswith("/layer.tar") and name.count("/") == 1:
+        expected = None
+    else:
+        return  # legacy leftovers (<id>/json, <id>/VERSION) and unknown extras: dropped
+    key = expected or name
+    head = read_exactly(body, min(size, 512))
+    if expected and (expected in result.blobs or expected in result.documents):
+        _skip_duplicate(result, seen_files, name, expected, size, head, body)
+        return
+    if size <= MAX_DOCUMENT and _looks_like_json(head):
+        data = head + read_exactly(body, size - len(head))
+        if len(data) != size:
+            raise BadInput("the tar archive is truncated")
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if expected and digest != expected:
+            raise DigestMismatch(f"content has digest {short(digest)}, not {short(expected)}")
+        _same_once(seen_files, name, digest)
+        if expected:
+            result.documents[expected] = Document.parse(data, name)
+            return
+        # A legacy layer.tar that is JSON is not a layer; keep it as an opaque blob below.
+        body = _Prefixed(data, body)  # type: ignore[assignment]
+        head = b""
+    record = handle_blob(key, expected, size, head, body)
+    _same_once(seen_files, name, record.source_digest)
+    result.blobs[key] = record
+    result.order.append(key)
+
+
+def _skip_duplicate(
+    result: Scan,
+    seen_files: dict[str, str],
+    name: str,
+    digest: str,
+    size: int,
+    head: bytes,
+    body: BinaryIO,
+) -> None:
+    # The same name twice: allowed only with the same content (it is then read once).
+    hasher = hashlib.sha256(head)
+    left = size - len(head)
+    while left > 0:
+        chunk = body.read(min(left, CHUNK))
+        if not chunk:
+            raise BadInput("the tar archive is truncated")
+        hasher.update(chunk)
+        left -= len(chunk)
+    if "sha256:" + hasher.hexdigest() != digest:
+        raise DigestMismatch(f"second copy does not match digest {short(digest)}")
+    _same_once(seen_files, name, digest.split(":", 1)[1] if ":" in digest else digest)
+
+
+def _same_once(seen_files: dict[str, str], name: str, digest: str) -> None:
+    digest = digest.split(":", 1)[-1]
+    previous = seen_files.setdefault(name, digest)
+    if previous != digest:
+        raise BadInput("appears twice in the archive with different content")

@@ -1,0 +1,73 @@
+"""Write an OCI image layout as a tar stream, plus the legacy ``manifest.json``.
+
+Headers are deterministic (mtime 0, root-owned, fixed modes), so the same blobs in the
+same order give a byte-identical archive. Each blob is written exactly once.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from shipit.archive.reader import CHUNK
+from shipit.errors import ShipitError
+from shipit.oci import blob_path
+
+OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+BLOCK = 512
+
+
+def _header(name: str, size: int, directory: bool = False) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = 0 if directory else size
+    info.mtime = 0
+    info.mode = 0o755 if directory else 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    return info.tobuf(format=tarfile.USTAR_FORMAT)
+
+
+def _padding(size: int) -> bytes:
+    return b"\0" * (-size % BLOCK)
+
+
+class TarStream:
+    """Produces the bytes of a tar, entry by entry, without seeking."""
+
+    def __init__(self) -> None:
+        self.written: set[str] = set()
+
+    def start(self) -> bytes:
+        return _header("blobs/", 0, True) + _header("blobs/sha256/", 0, True)
+
+    def file(self, name: str, size: int, body: BinaryIO) -> Iterator[bytes]:
+        yield _header(name, size)
+        left = size
+        while left:
+            chunk = body.read(min(CHUNK, left))
+            if not chunk:
+                raise ShipitError(f"{name}: spooled blob ended {left} bytes early")
+            left -= len(chunk)
+            yield chunk
+        yield _padding(size)
+
+    def data(self, name: str, data: bytes) -> bytes:
+        return _header(name, len(data)) + data + _padding(len(data))
+
+    def blob(self, digest: str, size: int, body: BinaryIO) -> Iterator[bytes]:
+        """A blob, unless it was written already (then nothing)."""
+        if digest in self.written:
+            return iter(())
+        self.written.add(digest)
+        return self.file(blob_path(digest), size, body)
+
+    def blob_bytes(self, digest: str, data: bytes) -> bytes:
+        if digest in self.written:
+            return b""
+        self.written.add(digest)
+        return self.data(blob_path(digest), data)
+
+    def end(self) -> bytes:
+        return b"\0" * (2 * BLOCK)

@@ -1,0 +1,104 @@
+"""The archive engine on tiny in-memory images, in every layout docker save writes."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from imagefactory import legacy_archive, oci_archive, sample_images, sha, validate
+from shipit.compression import Codec
+from shipit.pipeline import Result, convert_stream, scan_only
+from shipit.transform import LayerPolicy
+
+LAYOUTS = {
+    "legacy-20.10": lambda: legacy_archive(sample_images()),
+    "oci-25-classic": lambda: oci_archive(sample_images()),
+    "containerd-gzip": lambda: oci_archive(sample_images(), "gzip", docker_types=True),
+    "containerd-nested": lambda: oci_archive(sample_images(), "gzip", docker_types=True, nested=True),
+    "oci-zstd-no-manifest-json": lambda: oci_archive(sample_images(), "zstd", with_manifest_json=False),
+}
+
+
+def convert(data: bytes, codec: Codec | None) -> tuple[bytes, Result]:
+    result = Result()
+    out = b"".join(convert_stream(io.BytesIO(data), LayerPolicy(codec), result))
+    return out, result
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("codec", ["zstd", "gzip", "none"])
+def test_convert_every_layout(layout: str, codec: str) -> None:
+    out, result = convert(LAYOUTS[layout](), Codec(codec))
+    checked = validate(out)
+    assert checked.layer_compressions == {codec}
+    assert set(checked.tags) == {
+        "docker.io/library/rosie:latest",
+        "docker.io/library/rosie:test",
+        "docker.io/library/other:1",
+    }
+    # Tags of one image share one top-level descriptor.
+    assert checked.tags["docker.io/library/rosie:latest"] == checked.tags["docker.io/library/rosie:test"]
+    # Configs are never touched: the classic image ID stays the same.
+    for image in sample_images():
+        for tag in image.tags:
+            assert checked.configs["docker.io/library/" + tag] == image.config
+    # The shared base layer is written once.
+    layers = [n for n, c in checked.files.items() if n.startswith("blobs/") and c[:1] != b"{"]
+    assert len(layers) == 3
+
+
+def test_same_input_same_output() -> None:
+    data = LAYOUTS["legacy-20.10"]()
+    first, _ = convert(data, Codec("zstd", threads=1))
+    second, _ = convert(data, Codec("zstd", threads=2))
+    assert first == second
+
+
+def test_already_zstd_passes_through_untouched() -> None:
+    data = oci_archive(sample_images(), "zstd")
+    out, result = convert(data, Codec("zstd", level=19))
+    assert result.blobs and all(not record.rewritten for record in result.blobs)
+    # Nothing changed, so every manifest keeps its exact bytes and digest.
+    before = {n: c for n, c in validate(data).files.items() if n.startswith("blobs/")}
+    after = {n: c for n, c in validate(out).files.items() if n.startswith("blobs/")}
+    assert before == after
+
+
+def test_keep_recompresses_only_what_the_target_cannot_read() -> None:
+    data = oci_archive(sample_images(), "zstd")
+    out, _ = convert_readable(data, frozenset({"none", "gzip"}))
+    assert validate(out).layer_compressions == {"gzip"}
+
+
+def convert_readable(data: bytes, readable: frozenset[str]) -> tuple[bytes, Result]:
+    result = Result()
+    policy = LayerPolicy(None, readable=readable)
+    return b"".join(convert_stream(io.BytesIO(data), policy, result)), result
+
+
+@pytest.mark.parametrize("outer", ["gzip", "zstd"])
+def test_reads_compressed_archives(outer: str) -> None:
+    import gzip
+
+    import zstandard
+
+    data = LAYOUTS["oci-25-classic"]()
+    wrapped = gzip.compress(data) if outer == "gzip" else zstandard.ZstdCompressor().compress(data)
+    out, _ = convert(wrapped, Codec("zstd"))
+    assert validate(out).layer_compressions == {"zstd"}
+
+
+def test_own_output_reads_back_and_full_verify_passes() -> None:
+    out, _ = convert(LAYOUTS["legacy-20.10"](), Codec("zstd"))
+    result = scan_only(io.BytesIO(out), LayerPolicy(None, full=True))
+    assert all(record.diff_id for record in result.blobs)
+    assert {n for image in result.images for n in image.names} >= {"docker.io/library/rosie:test"}
+
+
+def test_diff_ids_recorded() -> None:
+    images = sample_images()
+    _, result = convert(legacy_archive(images), Codec("gzip"))
+    assert {r.diff_id for r in result.blobs} == {d for i in images for d in i.diff_ids}
+    assert sha(images[0].layers[0]) in {r.diff_id for r in result.blobs}
