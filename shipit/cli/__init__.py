@@ -60,13 +60,24 @@ def _on_signal(signum: int, frame: object) -> None:
 
 def _register_commands() -> None:
     # Imported for their side effect: each module adds its command(s) to `app`.
-    from shipit.cli import info  # noqa: F401
+    from shipit.cli import archive, info, ship  # noqa: F401
+
+
+COMMANDS = {"info", "ship", "save", "load", "convert", "inspect", "verify"}
+
+
+def _default_to_ship(args: list[str]) -> list[str]:
+    """`shipit IMAGE... --to T` means `shipit ship IMAGE... --to T`."""
+    if args and args[0] not in COMMANDS and args[0] not in ("--help", "-h", "--version"):
+        return ["ship", *args]
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
     _register_commands()
+    args = _default_to_ship(args)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:

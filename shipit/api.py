@@ -1,0 +1,376 @@
+"""shipit as a library: every CLI command is one call here.
+
+    from shipit.api import ship
+    report = ship(["rosie:latest"], to="deploy-server")
+    print(report.bytes_sent, report.target.image_store)
+
+Functions never print; pass ``progress=Progress(callback)`` to watch them work.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from shipit.archive.model import Image
+from shipit.compression import Codec
+from shipit.daemon import Endpoint, EngineInfo, image_inspect, load_stream, probe, resolve_endpoint
+from shipit.daemon import save_stream as daemon_save_stream
+from shipit.errors import BadInput, ShipitError, Unsupported, UsageError, VerificationFailed
+from shipit.oci import familiar_ref, short
+from shipit.pipeline import IterReader, Result, run, scan_only
+from shipit.progress import Progress
+from shipit.sinks import FileSink
+from shipit.transform import LayerPolicy
+
+
+@dataclass(frozen=True)
+class Connect:
+    """How to reach engines: the SSH config to read and whether to trust new host keys."""
+
+    ssh_config: str | os.PathLike[str] | None = None
+    accept_new_host_key: bool = False
+
+    def open(self, target: str | None) -> Endpoint:
+        return resolve_endpoint(
+            target, ssh_config=self.ssh_config, accept_new_host_key=self.accept_new_host_key
+        )
+
+
+@dataclass
+class Report:
+    """What a save, convert, load or ship did. ``to_dict`` is the ``--json`` summary."""
+
+    images: list[str] = field(default_factory=list)  # every name, e.g. rosie:latest
+    layers: int = 0
+    layers_sent: int = 0
+    layers_recompressed: int = 0
+    bytes_read: int = 0
+    bytes_sent: int = 0
+    seconds: float = 0.0
+    compression: str = "none"
+    target: EngineInfo | None = None
+    loaded: list[str] = field(default_factory=list)
+    output: str | None = None
+
+    @property
+    def ratio(self) -> float:
+        return self.bytes_read / self.bytes_sent if self.bytes_sent else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "images": self.images,
+            "tags": len(self.images),
+            "layers": self.layers,
+            "layers_sent": self.layers_sent,
+            "layers_recompressed": self.layers_recompressed,
+            "bytes_read": self.bytes_read,
+            "bytes_sent": self.bytes_sent,
+            "ratio": round(self.ratio, 3),
+            "seconds": round(self.seconds, 3),
+            "compression": self.compression,
+        }
+        if self.output:
+            out["output"] = self.output
+        if self.target:
+            out["target"] = {
+                "name": self.target.name,
+                "store": self.target.image_store,
+                "version": self.target.engine_version,
+                "api_version": self.target.api_version,
+            }
+        if self.loaded:
+            out["loaded"] = self.loaded
+        return out
+
+
+def _report(result: Result, codec: str) -> Report:
+    names = [familiar_ref(n) for image in result.images for n in image.names]
+    layers = {layer.key for image in result.images for m in image.manifests() for layer in m.layers}
+    return Report(
+        images=names,
+        layers=len(layers),
+        layers_sent=len(result.sent),
+        layers_recompressed=sum(1 for b in result.blobs if b.rewritten),
+        bytes_read=result.bytes_in,
+        bytes_sent=result.bytes_out,
+        seconds=result.seconds,
+        compression=codec,
+    )
+
+
+# Choosing what the target gets ---------------------------------------------------------
+
+
+def readable_by(info: EngineInfo) -> frozenset[str]:
+    """Layer compressions an engine decompresses on load."""
+    return frozenset({"none", "gzip", "zstd"} if info.loads_zstd else {"none", "gzip"})
+
+
+def choose_codec(info: EngineInfo, requested: Codec | None, local: bool) -> Codec:
+    """The layer compression for a target, or Unsupported before a byte is sent."""
+    if requested is not None:
+        if requested.name not in readable_by(info):
+            raise Unsupported(
+                f"{info.name} (Engine {info.engine_version}, {info.image_store} store) "
+                f"cannot load {requested.name} layers; use --compression gzip or none"
+            )
+        return requested
+    if local and info.image_store == "classic":
+        return Codec("none")  # a local socket: compressing only costs time
+    return Codec("zstd") if info.loads_zstd else Codec("gzip")
+
+
+# Archives ----------------------------------------------------------------------------
+
+
+def _open_input(path: str) -> BinaryIO:
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")  # noqa: SIM115 - closed by the caller's ExitStack
+    except OSError as exc:
+        raise UsageError(f"cannot open {path}: {exc.strerror}") from None
+
+
+def input_size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size if path != "-" else None
+    except OSError:
+        return None
+
+
+def convert(
+    source: str, output: str, codec: Codec, *, progress: Progress | None = None
+) -> Report:
+    """Rewrite an archive (a file or ``-``) with ``codec`` layers into ``output``."""
+    with ExitStack() as stack:
+        src = stack.enter_context(_open_input(source))
+        sink = FileSink(output)
+        result, _ = run(src, sink, LayerPolicy(codec), progress=progress)
+    report = _report(result, str(codec))
+    report.output = output
+    return report
+
+
+def save(
+    images: list[str],
+    output: str,
+    codec: Codec,
+    *,
+    source: str | None = None,
+    connect: Connect = Connect(),  # noqa: B008 - frozen
+    progress: Progress | None = None,
+) -> Report:
+    """Save images (all their tags, shared layers once) from an engine into an archive."""
+    with connect.open(source) as engine:
+        src = IterReader(daemon_save_stream(engine, _checked_names(images)))
+        result, _ = run(src, FileSink(output), LayerPolicy(codec), progress=progress)
+    report = _report(result, str(codec))
+    report.output = output
+    return report
+
+
+@dataclass
+class Inspection:
+    images: list[Image]
+    result: Result
+
+    def to_dict(self) -> dict[str, Any]:
+        records = {r.key: r for r in self.result.blobs}
+        images = []
+        referenced = 0
+        for image in self.images:
+            manifests = []
+            for manifest in image.manifests():
+                layers = []
+                for layer in manifest.layers:
+                    record = records.get(layer.key)
+                    size = record.source_size if record else None
+                    referenced += size or 0
+                    layers.append(
+                        {
+                            "digest": record.source_digest if record else layer.key,
+                            "size": size,
+                            "compression": record.source_compression if record else None,
+                            "diff_id": layer.diff_id,
+                        }
+                    )
+                manifests.append(
+                    {
+                        "digest": manifest.descriptor.digest if manifest.descriptor else None,
+                        "config": {
+                            "digest": manifest.config.digest,
+                            "size": manifest.config.size,
+                        },
+                        "layers": layers,
+                    }
+                )
+            images.append({"names": [familiar_ref(n) for n in image.names], "manifests": manifests})
+        unique = sum(r.source_size for r in self.result.blobs)
+        return {
+            "images": images,
+            "blobs": len(self.result.blobs),
+            "archive_bytes": self.result.bytes_in,
+            "layer_bytes_referenced": referenced,
+            "layer_bytes_stored": unique,
+            "dedup_saved_bytes": max(0, referenced - unique),
+        }
+
+
+def inspect(path: str, *, full: bool = False, progress: Progress | None = None) -> Inspection:
+    """Read an archive and describe it; ``full`` also checks every layer's diff_id."""
+    with ExitStack() as stack:
+        src = stack.enter_context(_open_input(path))
+        result = scan_only(src, LayerPolicy(None, full=full), progress)
+    return Inspection(result.images, result)
+
+
+def verify(path: str, *, progress: Progress | None = None) -> Inspection:
+    """Check every digest, size and diff_id of an archive; raises BadInput on the first flaw."""
+    inspection = inspect(path, full=True, progress=progress)
+    for record in inspection.result.blobs:
+        if record.source_compression != "none" and record.diff_id is None:
+            raise BadInput(f"layer {short(record.source_digest)} could not be checked")
+    return inspection
+
+
+# Engines -------------------------------------------------------------------------------
+
+
+@dataclass
+class DaemonSink:
+    """A Docker engine's ``/images/load``, fed as a streamed request body."""
+
+    endpoint: Endpoint
+    info: EngineInfo
+
+    @property
+    def name(self) -> str:
+        return self.endpoint.name
+
+    @property
+    def readable(self) -> frozenset[str]:
+        return readable_by(self.info)
+
+    def consume(self, chunks: Iterable[bytes]) -> list[str]:
+        return load_stream(self.endpoint, chunks)
+
+
+def _checked_names(images: list[str]) -> list[str]:
+    if not images:
+        raise UsageError("name at least one image")
+    for name in images:
+        if not name or name.startswith("-") or any(c.isspace() for c in name):
+            raise UsageError(f"invalid image name {name!r}")
+    return images
+
+
+def load(
+    path: str,
+    *,
+    target: str | None = None,
+    codec: Codec | None = None,
+    connect: Connect = Connect(),  # noqa: B008 - frozen
+    progress: Progress | None = None,
+) -> Report:
+    """Load an archive into an engine, shaped for it: layers it cannot read are
+    recompressed (zstd → gzip for Engine < 23), manifest.json is always written."""
+    with ExitStack() as stack:
+        src = stack.enter_context(_open_input(path))
+        engine = stack.enter_context(connect.open(target))
+        info = probe(engine)
+        if codec is not None:
+            choose_codec(info, codec, local=engine.session is None)
+        sink = DaemonSink(engine, info)
+        policy = LayerPolicy(codec, readable=sink.readable)
+        result, loaded = run(src, sink, policy, progress=progress)
+        report = _report(result, str(codec) if codec else "as archived")
+        report.target, report.loaded = info, loaded
+        _verify_landed(engine, info, result)
+    return report
+
+
+def ship(
+    images: list[str],
+    to: str,
+    *,
+    source: str | None = None,
+    codec: Codec | None = None,
+    connect: Connect = Connect(),  # noqa: B008 - frozen
+    progress: Progress | None = None,
+    verify: bool = True,
+) -> Report:
+    """Stream images from one engine into another, recompressed for the target, and check
+    that what landed has the source's config and diff_ids."""
+    names = _checked_names(images)
+    with ExitStack() as stack:
+        target = stack.enter_context(connect.open(to))
+        info = probe(target)
+        chosen = choose_codec(info, codec, local=target.session is None)
+        origin = stack.enter_context(connect.open(source))
+        if progress is not None:
+            progress.total = _save_size(origin, names)
+        src = IterReader(daemon_save_stream(origin, names))
+        sink = DaemonSink(target, info)
+        result, loaded = run(src, sink, LayerPolicy(chosen, readable=sink.readable), progress=progress)
+        report = _report(result, str(chosen))
+        report.target, report.loaded = info, loaded
+        if verify:
+            _verify_landed(target, info, result)
+    return report
+
+
+def _save_size(engine: Endpoint, names: list[str]) -> int | None:
+    # The save stream carries each image's uncompressed layers: about its Size.
+    sizes = {}
+    for name in names:
+        details = image_inspect(engine, name)
+        if details:
+            sizes[details.get("Id")] = int(details.get("Size") or 0)
+    return sum(sizes.values()) or None
+
+
+def _verify_landed(engine: Endpoint, info: EngineInfo, result: Result) -> None:
+    """Every name must now be the image we sent: same diff_ids, same config (classic ID)."""
+    assert result.output is not None
+    problems = []
+    for names, root, runnable in result.output.images:
+        for name in names:
+            details = image_inspect(engine, name)
+            if details is None:
+                problems.append(f"{familiar_ref(name)} is missing")
+                continue
+            if runnable is None:
+                continue
+            expected_ids = [layer.diff_id for layer in runnable.layers]
+            got = (details.get("RootFS") or {}).get("Layers") or []
+            if got != expected_ids:
+                problems.append(f"{familiar_ref(name)} has different diff_ids")
+            want_id = runnable.config.digest if info.image_store == "classic" else root.digest
+            if details.get("Id") != want_id:
+                problems.append(
+                    f"{familiar_ref(name)} has ID {short(str(details.get('Id')))}, "
+                    f"expected {short(want_id)}"
+                )
+    if problems:
+        raise VerificationFailed(f"after loading into {engine.name}: " + "; ".join(problems))
+
+
+__all__ = [
+    "Connect",
+    "Inspection",
+    "Report",
+    "ShipitError",
+    "choose_codec",
+    "convert",
+    "inspect",
+    "load",
+    "save",
+    "ship",
+    "verify",
+]

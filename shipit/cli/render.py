@@ -1,0 +1,135 @@
+"""Terminal rendering: progress bars from library events, sizes, the shared options."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from shipit.api import Connect, Report
+from shipit.compression import Codec
+from shipit.progress import Event
+from shipit.progress import Progress as Events
+
+SshConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--ssh-config",
+        metavar="PATH",
+        help="OpenSSH config to read [default: $SHIPIT_SSH_CONFIG, else ~/.ssh/config].",
+    ),
+]
+AcceptNewHostKeyOption = Annotated[
+    bool,
+    typer.Option(
+        "--accept-new-host-key",
+        help="Trust an SSH host key seen for the first time and record it in known_hosts. "
+        "A changed key is refused regardless.",
+    ),
+]
+CompressionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--compression",
+        "-c",
+        metavar="zstd|gzip|none",
+        help="Layer compression to write.",
+    ),
+]
+LevelOption = Annotated[
+    int | None,
+    typer.Option("--level", "-l", help="Compression level (zstd 1-22, default 3; gzip 1-9, default 1)."),
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON summary for scripts.")]
+
+
+def connect_options(ssh_config: Path | None, accept_new_host_key: bool) -> Connect:
+    return Connect(ssh_config=ssh_config, accept_new_host_key=accept_new_host_key)
+
+
+def codec_option(name: str | None, level: int | None, default: str | None) -> Codec | None:
+    if name is None and level is not None and default is None:
+        raise typer.BadParameter("--level needs --compression", param_hint="--level")
+    chosen = name or default
+    return Codec.parse(chosen, level) if chosen else None
+
+
+def human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+@contextmanager
+def progress_bar(label: str, total: int | None, quiet: bool) -> Iterator[Events | None]:
+    """A live bar on stderr when it is a terminal: bytes read, ratio, speed, ETA."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    state = {"read": 0, "sent": 0, "layers": 0}
+    task = bar.add_task(label, total=total, detail="")
+
+    def on_event(event: Event) -> None:
+        if event.kind in ("read", "sent"):
+            state[event.kind] += event.n
+        elif event.kind == "blob":
+            state["layers"] += 1
+        elif event.kind == "stage":
+            bar.update(task, description=event.text)
+        ratio = f" ({state['read'] / state['sent']:.1f}x)" if state["sent"] else ""
+        bar.update(
+            task,
+            completed=state["read"],
+            total=events.total if events.total else None,
+            detail=f"{state['layers']} blobs, sent {human(state['sent'])}{ratio}",
+        )
+
+    events = Events(on_event, total)
+    with bar:
+        yield events
+
+
+def print_report(report: Report, as_json: bool, verb: str) -> None:
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    data: dict[str, Any] = report.to_dict()
+    where = f" into {report.target.name}" if report.target else ""
+    where += f" ({report.target.image_store} store, Engine {report.target.engine_version})" if report.target else ""
+    if report.output:
+        where = f" to {report.output}"
+    speed = report.bytes_read / report.seconds / 1e6 if report.seconds else 0
+    typer.echo(
+        f"{verb} {', '.join(data['images'])}{where}: {data['layers']} layers, "
+        f"{human(report.bytes_read)} read, {human(report.bytes_sent)} written "
+        f"({report.ratio:.2f}x, {report.compression}) in {report.seconds:.1f} s ({speed:.0f} MB/s)",
+        err=True,
+    )
