@@ -1,0 +1,81 @@
+"""Helpers that talk to the rig's engines the way a user would: the docker CLI, and
+testcontainers to run what was shipped."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from typing import Any
+
+import docker
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.waiting_utils import wait_for_logs
+
+# No registry is reachable: testcontainers' reaper image cannot be pulled.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+#: What each rig image prints when run, so a test can tell it really runs.
+OUTPUT = {"rosie:latest": "Hello, World!", "rosie:test": "Hello, World!", "layered:latest": "layered ok"}
+
+
+def socket(rig: dict[str, Any], engine: str) -> str:
+    return rig["engines"][engine]["socket"]
+
+
+def docker_cli(rig: dict[str, Any], engine: str, *args: str, check: bool = True) -> str:
+    done = subprocess.run(
+        [rig.get("docker_cli", "docker"), "-H", socket(rig, engine), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} on {engine}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def inspect(rig: dict[str, Any], engine: str, ref: str) -> dict[str, Any] | None:
+    done = subprocess.run(
+        [rig.get("docker_cli", "docker"), "-H", socket(rig, engine), "image", "inspect", ref],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return json.loads(done.stdout)[0] if done.returncode == 0 else None
+
+
+def identity(details: dict[str, Any]) -> tuple[Any, ...]:
+    """What must survive a move: the config's contents and the layers' diff_ids."""
+    config = details["Config"]
+    return (
+        config.get("Cmd"),
+        config.get("Entrypoint"),
+        config.get("Env"),
+        config.get("WorkingDir"),
+        details["Os"],
+        details["Architecture"],
+        details["RootFS"]["Layers"],
+    )
+
+
+def remove(rig: dict[str, Any], engine: str, *refs: str) -> None:
+    for ref in refs:
+        docker_cli(rig, engine, "rmi", "-f", ref, check=False)
+    # Dangling leftovers of earlier runs would let a broken load look like a good one.
+    docker_cli(rig, engine, "image", "prune", "-f", check=False)
+
+
+def run_image(rig: dict[str, Any], engine: str, image: str) -> str:
+    """Run ``image`` on ``engine`` with testcontainers and wait for its known output."""
+    expected = OUTPUT[image]
+    container = DockerContainer(image, docker_client_kw={"base_url": socket(rig, engine)})
+    container.with_kwargs(network_mode="none")
+    with container:
+        wait_for_logs(container, expected, timeout=60)
+        out, _ = container.get_logs()
+    return out.decode()
+
+
+def client(rig: dict[str, Any], engine: str) -> docker.DockerClient:
+    return docker.DockerClient(base_url=socket(rig, engine), version="1.41")

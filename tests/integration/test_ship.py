@@ -1,0 +1,132 @@
+"""`shipit IMAGE... --to TARGET` between every pair of rig engines, by socket and over
+SSH; what lands runs and has the source's config and diff_ids."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engines import docker_cli, identity, inspect, remove, run_image, socket
+
+pytestmark = pytest.mark.integration
+
+ENGINES = ("d20", "d26", "d26c")
+PAIRS = [(s, t) for s in ENGINES for t in ENGINES if s != t]
+GROUPS = {"rosie": ("rosie:latest", "rosie:test"), "layered": ("layered:latest",)}
+
+
+def _ship(*args: object) -> subprocess.CompletedProcess:
+    from conftest import run_shipit
+
+    return run_shipit(*args, timeout=600)
+
+
+@pytest.mark.parametrize("group", GROUPS)
+@pytest.mark.parametrize("via", ["socket", "ssh"])
+@pytest.mark.parametrize(("source", "target"), PAIRS)
+def test_ship_between_engines(rig, ssh_config, source, target, via, group):
+    images = GROUPS[group]
+    before = {i: inspect(rig, source, i) for i in images}
+    remove(rig, target, *images)
+    to = socket(rig, target) if via == "socket" else rig["engines"][target]["ssh_alias"]
+    done = _ship(*images, "--from", socket(rig, source), "--to", to, "--json", "--ssh-config", ssh_config)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert sorted(report["images"]) == sorted(images)
+    assert report["target"]["store"] == rig["engines"][target]["store"]
+    expected = "zstd:3" if via == "ssh" and rig["engines"][target]["zstd"] else None
+    if expected:
+        assert report["compression"] == expected
+    elif via == "ssh":
+        assert report["compression"] == "gzip:1"  # Engine 20.10 cannot read zstd
+    for image in images:
+        landed = inspect(rig, target, image)
+        assert landed is not None
+        assert identity(landed) == identity(before[image])
+        assert "ok" in run_image(rig, target, image) or "Hello" in run_image(rig, target, image)
+
+
+def test_ship_into_same_engine_by_ssh(rig, ssh_config):
+    # A round trip into the engine that already has the image: it stays the same image.
+    before = inspect(rig, "d26", "rosie:latest")
+    done = _ship("rosie:latest", "--from", socket(rig, "d26"), "--to", "rig-d26", "--ssh-config", ssh_config)
+    assert done.returncode == 0, done.stderr
+    assert inspect(rig, "d26", "rosie:latest")["Id"] == before["Id"]
+
+
+def test_unknown_image_is_one_clear_line(rig):
+    done = _ship("no-such-image:1", "--from", socket(rig, "d26"), "--to", socket(rig, "d26c"))
+    assert done.returncode == 5
+    assert done.stderr.strip().count("\n") == 0
+    assert "no-such-image:1" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_unreachable_host_is_one_clear_line(rig, tmp_path):
+    config = tmp_path / "cfg"
+    config.write_text("Host nowhere\n  HostName 127.0.0.1\n  Port 1\n")
+    done = _ship("rosie:latest", "--from", socket(rig, "d26"), "--to", "nowhere", "--ssh-config", config)
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.startswith("shipit: error:")
+
+
+def test_library_call(rig):
+    from shipit.api import ship
+
+    remove(rig, "d26c", "rosie:test")
+    report = ship(["rosie:test"], to=socket(rig, "d26c"), source=socket(rig, "d20"))
+    assert report.images == ["rosie:test"] and report.target.image_store == "containerd"
+    assert report.bytes_sent > 0 and report.layers >= 1
+
+
+BIG = "bigfiles:latest"
+
+
+@pytest.fixture(scope="module")
+def big_image(rig, tmp_path_factory) -> str:
+    """An image of ~800 MB (several times the 200 MB budget), built once per rig."""
+    if inspect(rig, "d26", BIG) is None:
+        ctx = tmp_path_factory.mktemp("big")
+        for n in range(4):  # incompressible halves and compressible halves
+            with open(ctx / f"blob{n}", "wb") as out:
+                for _ in range(100):
+                    out.write(os.urandom(1 << 20))
+                    out.write(bytes(range(256)) * 4096)
+        (ctx / "Dockerfile").write_text(
+            "FROM scratch\n" + "".join(f"COPY blob{n} /data/blob{n}\n" for n in range(4))
+        )
+        env = {**os.environ, "DOCKER_BUILDKIT": "0"}
+        subprocess.run(
+            [rig["docker_cli"], "-H", socket(rig, "d26"), "build", "-q", "-t", BIG, str(ctx)],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+    return BIG
+
+
+def test_streaming_keeps_memory_small(rig, ssh_config, big_image):
+    remove(rig, "d26c", big_image)
+    size = inspect(rig, "d26", big_image)["Size"]
+    probe = (
+        "import resource, subprocess, sys;"
+        "r = subprocess.run(sys.argv[1:]);"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss);"
+        "sys.exit(r.returncode)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, sys.executable, "-m", "shipit", big_image,
+         "--from", socket(rig, "d26"), "--to", "rig-d26c", "--ssh-config", str(ssh_config), "-q"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr
+    peak_mb = int(done.stdout.split()[-1]) / 1024
+    assert size > 4 * 200e6 * 0.95
+    assert peak_mb < 200, f"peak RSS {peak_mb:.0f} MB"
+    assert inspect(rig, "d26c", big_image) is not None
+    docker_cli(rig, "d26c", "rmi", big_image)
