@@ -1,0 +1,64 @@
+"""``shipit info [TARGET]``: what a Docker engine is and what image archives it can load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shipit.cli import app
+from shipit.daemon import probe, resolve_endpoint
+
+TARGET_HELP = (
+    "The engine to ask. Omitted: $DOCKER_CONTEXT, else $DOCKER_HOST, else the current docker "
+    "context, else unix:///var/run/docker.sock. A URL: unix://PATH, tcp://HOST:PORT, "
+    "http://HOST:PORT, ssh://[USER@]HOST[:PORT]. A docker context name. Any other name is an "
+    "SSH destination [USER@]HOST, looked up in the ssh config (HostName, Port, User, "
+    "IdentityFile, ProxyJump, ...); the remote runs `docker system dial-stdio`."
+)
+
+
+@app.command()
+def info(
+    target: Annotated[str | None, typer.Argument(metavar="TARGET", help=TARGET_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    ssh_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--ssh-config",
+            metavar="PATH",
+            help="OpenSSH config to read [default: $SHIPIT_SSH_CONFIG, else ~/.ssh/config].",
+        ),
+    ] = None,
+    accept_new_host_key: Annotated[
+        bool,
+        typer.Option(
+            "--accept-new-host-key",
+            help="Trust an SSH host key seen for the first time and record it in known_hosts. "
+            "A changed key is refused regardless.",
+        ),
+    ] = False,
+) -> None:
+    """Show an engine's version, image store, and whether it loads zstd layers and needs
+    manifest.json."""
+    with resolve_endpoint(
+        target, ssh_config=ssh_config, accept_new_host_key=accept_new_host_key
+    ) as endpoint:
+        engine = probe(endpoint)
+    if as_json:
+        typer.echo(json.dumps(engine.to_dict(), indent=2))
+        return
+    zstd = "yes" if engine.loads_zstd else "no (needs Engine 23.0+ or the containerd store)"
+    rows = [
+        ("engine", engine.name),
+        ("version", f"{engine.engine_version} (API {engine.api_version})"),
+        ("platform", f"{engine.os}/{engine.arch}, kernel {engine.kernel}"),
+        ("image store", f"{engine.image_store} ({engine.storage_driver})"),
+        ("zstd layers", zstd),
+        ("manifest.json", "needed" if engine.needs_manifest_json else "not needed"),
+    ]
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        typer.echo(f"{key:<{width}}  {value}")

@@ -1,0 +1,240 @@
+"""A connected Docker engine: a docker-py APIClient, over a local socket, TCP or SSH.
+
+Over SSH every HTTP connection of the client is one ``docker system dial-stdio`` channel of
+a single paramiko transport, so the remote needs only sshd and the docker CLI, and the user's
+ssh config and known_hosts decide how to get there (see shipit.ssh).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import docker
+import docker.errors
+import paramiko
+import requests
+import requests.adapters
+import urllib3
+import urllib3.connection
+from docker.constants import DEFAULT_DOCKER_API_VERSION, MINIMUM_DOCKER_API_VERSION
+from docker.utils import version_lt
+
+from shipit import ssh
+from shipit.daemon.target import Target, parse_target
+from shipit.errors import ConnectionFailed, EngineError, ImageNotFound, ShipitError, Unsupported
+
+REQUEST_TIMEOUT = 60.0
+"""Read timeout of ordinary API calls (info, inspect); streams use STREAM_TIMEOUT."""
+
+STREAM_TIMEOUT = (600.0, None)
+"""Save/load: no read timeout (an engine may think for minutes before answering a load), but
+give up if the engine stops taking our upload for 10 minutes. urllib3 applies the first
+number to sending the body, so it cannot be the short connect timeout."""
+
+SSH_POOL_SIZE = 4
+"""dial-stdio channels kept open per engine; sshd allows 10 sessions per connection."""
+
+
+class _DialStdioConnection(urllib3.connection.HTTPConnection):
+    def __init__(self, session: ssh.SSHSession, channel_timeout: float) -> None:
+        super().__init__("localhost")
+        self.session = session
+        self.channel_timeout = channel_timeout
+
+    def connect(self) -> None:
+        # Opening a channel is "connecting": bounded by the endpoint's connect timeout, not
+        # by the request's, which for streams is deliberately long.
+        self.sock = self.session.open_dial_stdio(timeout=self.channel_timeout)
+        self.sock.settimeout(self.timeout)
+
+    @property
+    def is_connected(self) -> bool:
+        # urllib3 would poll the socket's fileno(), which makes paramiko create a pipe per
+        # channel; the channel knows itself whether the far end is gone.
+        return isinstance(self.sock, ssh.DialStdio) and self.sock.is_open
+
+
+class _DialStdioPool(urllib3.HTTPConnectionPool):
+    def __init__(self, session: ssh.SSHSession, timeout: float) -> None:
+        super().__init__("localhost", maxsize=SSH_POOL_SIZE, block=False)
+        self.session = session
+        self.connect_timeout = timeout
+
+    def _new_conn(self) -> _DialStdioConnection:
+        return _DialStdioConnection(self.session, self.connect_timeout)
+
+
+class DialStdioAdapter(requests.adapters.HTTPAdapter):
+    """requests adapter whose connections are dial-stdio channels of one SSH session."""
+
+    def __init__(self, session: ssh.SSHSession, timeout: float) -> None:
+        super().__init__(max_retries=0)
+        self.pool = _DialStdioPool(session, timeout)
+
+    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
+        return self.pool
+
+    def get_connection(self, url, proxies=None):
+        return self.pool
+
+    def request_url(self, request, proxies):
+        return request.path_url  # no proxies between us and a channel
+
+    def close(self) -> None:
+        self.pool.close()
+        super().close()
+
+
+class Endpoint:
+    """A Docker engine shipit talks to. Close it (or use ``with``) to drop channels and SSH."""
+
+    def __init__(
+        self,
+        name: str,
+        api: docker.APIClient,
+        session: ssh.SSHSession | None = None,
+    ) -> None:
+        self.name = name
+        self.api = api
+        self.session = session
+        self.version: dict[str, Any] = {}
+        """The engine's ``GET /version`` answer, from API version negotiation."""
+
+    def failure(self, doing: str, exc: BaseException) -> ShipitError:
+        """Turn any exception from talking to this engine into one ShipitError.
+
+        ``doing`` is lowercase context, e.g. ``loading into`` → "loading into rig-d20: …".
+        """
+        prefix = f"{doing} {self.name}"
+        if isinstance(exc, ShipitError):
+            return exc.context(prefix)
+        if isinstance(exc, docker.errors.NotFound):
+            err: ShipitError = ImageNotFound(f"{prefix}: {exc.explanation or exc}")
+        elif isinstance(exc, docker.errors.APIError):
+            err = EngineError(f"{prefix}: {exc.explanation or exc}")
+        else:
+            remote = self.session.remote_errors() if self.session else ""
+            err = ConnectionFailed(f"{prefix}: {remote or _reason(exc)}")
+        err.__cause__ = exc
+        return err
+
+    def close(self) -> None:
+        self.api.close()
+        if self.session:
+            self.session.close()
+
+    def __enter__(self) -> Endpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Endpoint({self.name!r})"
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost useful words of a requests/urllib3/socket error chain."""
+    if isinstance(exc, requests.Timeout | TimeoutError):
+        return "timed out"
+    seen: BaseException | None = exc
+    deepest = exc
+    while seen is not None:
+        deepest = seen
+        inner = [a for a in getattr(seen, "args", ()) if isinstance(a, BaseException)]
+        reason = getattr(seen, "reason", None)
+        seen = (
+            inner[0] if inner else reason if isinstance(reason, BaseException) else seen.__cause__
+        )
+    if isinstance(deepest, OSError) and deepest.strerror:
+        return deepest.strerror.lower()
+    text = str(deepest) or type(deepest).__name__
+    return text.split(": ", 1)[-1] if "Connection pool" in text else text
+
+
+def _negotiate(endpoint: Endpoint, timeout: float) -> None:
+    """Ask ``/version`` unversioned, then pin the lower of the engine's and the SDK's API.
+
+    The SDK defaults to API 1.45; Engine 20.10 answers only up to 1.41, so a fixed version
+    would be refused there. Pinning (not "auto") also keeps every later call one round trip.
+    """
+    api = endpoint.api
+    try:
+        response = api.get(api._url("/version", versioned_api=False), timeout=timeout)
+        api._raise_for_status(response)
+        endpoint.version = response.json()
+        server = str(endpoint.version["ApiVersion"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConnectionFailed(f"probing {endpoint.name}: not a Docker engine answer") from exc
+    except Exception as exc:
+        raise endpoint.failure("connecting to", exc) from exc
+    if version_lt(server, MINIMUM_DOCKER_API_VERSION):
+        raise Unsupported(
+            f"{endpoint.name}: engine API {server} is older than {MINIMUM_DOCKER_API_VERSION}"
+        )
+    lower = server if version_lt(server, DEFAULT_DOCKER_API_VERSION) else DEFAULT_DOCKER_API_VERSION
+    api._version = lower
+
+
+def _ssh_api(session: ssh.SSHSession, timeout: float) -> docker.APIClient:
+    api = docker.APIClient(
+        base_url="tcp://ssh.invalid:1", version=MINIMUM_DOCKER_API_VERSION, timeout=REQUEST_TIMEOUT
+    )
+    # The same URL prefix docker-py uses for its own ssh:// clients, so SDK helpers that
+    # look for the channel under a response (attach, logs) find ours.
+    api.mount("http+docker://ssh", DialStdioAdapter(session, timeout))
+    api._unmount("http://", "https://")
+    api.base_url = "http+docker://ssh"
+    return api
+
+
+def resolve_endpoint(
+    target: str | None,
+    *,
+    ssh_config: str | os.PathLike[str] | None = None,
+    accept_new_host_key: bool = False,
+    timeout: float = ssh.DEFAULT_TIMEOUT,
+) -> Endpoint:
+    """Connect to the engine ``target`` names (see shipit.daemon.target) and negotiate its API.
+
+    ``timeout`` bounds connecting (TCP, SSH handshake, authentication, the first API call);
+    it is not a limit on later transfers.
+    """
+    where = parse_target(target)
+    endpoint = _connect(where, ssh_config, accept_new_host_key, timeout)
+    try:
+        _negotiate(endpoint, timeout)
+    except BaseException:
+        endpoint.close()
+        raise
+    return endpoint
+
+
+def _connect(
+    where: Target,
+    ssh_config: str | os.PathLike[str] | None,
+    accept_new_host_key: bool,
+    timeout: float,
+) -> Endpoint:
+    if where.url is not None:
+        try:
+            api = docker.APIClient(
+                base_url=where.url, version=MINIMUM_DOCKER_API_VERSION, timeout=REQUEST_TIMEOUT
+            )
+        except docker.errors.DockerException as exc:
+            raise ConnectionFailed(f"{where.name}: {exc}") from exc
+        return Endpoint(where.name, api)
+    assert where.ssh_host is not None
+    host = ssh.resolve_host(
+        where.ssh_host,
+        user=where.ssh_user,
+        port=where.ssh_port,
+        config=ssh.load_config(ssh_config),
+    )
+    session = ssh.connect(host, accept_new_host_key=accept_new_host_key, timeout=timeout)
+    try:
+        return Endpoint(where.name, _ssh_api(session, timeout), session)
+    except (docker.errors.DockerException, paramiko.SSHException) as exc:
+        session.close()
+        raise ConnectionFailed(f"{where.name}: {exc}") from exc

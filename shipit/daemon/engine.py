@@ -1,0 +1,157 @@
+"""What an engine can take, and the two streams shipit moves images with: save and load."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import docker.errors
+from docker.utils import version_gte
+
+from shipit.daemon.endpoint import STREAM_TIMEOUT, Endpoint
+from shipit.errors import EngineError, ImageNotFound, ShipitError
+
+CONTAINERD_SNAPSHOTTER = ["driver-type", "io.containerd.snapshotter.v1"]
+ZSTD_MIN_API = "1.42"
+"""Engine 23.0: the first classic image store that decompresses zstd layers on load."""
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """The facts about a target that decide how an archive must be shaped for it."""
+
+    name: str
+    engine_version: str
+    api_version: str
+    """The newest API the engine speaks (shipit may use a lower one)."""
+    os: str
+    arch: str
+    kernel: str
+    image_store: str
+    """'classic' (graph drivers such as overlay2) or 'containerd' (the snapshotter store)."""
+    storage_driver: str
+    loads_zstd: bool
+    needs_manifest_json: bool
+    """Classic stores read only manifest.json; the containerd store reads index.json."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def probe(endpoint: Endpoint) -> EngineInfo:
+    """Ask the engine (``/version``, ``/info``) what it is and what it can load."""
+    try:
+        info = endpoint.api.info()
+    except Exception as exc:
+        raise endpoint.failure("probing", exc) from exc
+    version = endpoint.version
+    containerd = CONTAINERD_SNAPSHOTTER in (info.get("DriverStatus") or [])
+    api_version = str(version.get("ApiVersion", ""))
+    return EngineInfo(
+        name=endpoint.name,
+        engine_version=str(version.get("Version") or info.get("ServerVersion", "")),
+        api_version=api_version,
+        os=str(version.get("Os") or info.get("OSType", "")),
+        arch=str(version.get("Arch") or info.get("Architecture", "")),
+        kernel=str(version.get("KernelVersion") or info.get("KernelVersion", "")),
+        image_store="containerd" if containerd else "classic",
+        storage_driver=str(info.get("Driver", "")),
+        loads_zstd=containerd or version_gte(api_version, ZSTD_MIN_API),
+        needs_manifest_json=not containerd,
+    )
+
+
+def save_stream(endpoint: Endpoint, names: list[str], chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """Start ``docker save`` of ``names`` (one archive, shared layers once) and stream it.
+
+    The request is made before this returns, so a missing image raises ImageNotFound here,
+    not at the first ``next()``.
+    """
+    api = endpoint.api
+    try:
+        response = api.get(
+            api._url("/images/get"), params={"names": names}, stream=True, timeout=STREAM_TIMEOUT
+        )
+        api._raise_for_status(response)
+    except docker.errors.NotFound as exc:
+        # Classic stores say only "reference does not exist"; name the culprit(s).
+        missing = [n for n in names if image_inspect(endpoint, n) is None]
+        why = f"no such image: {', '.join(missing)}" if missing else exc.explanation or exc
+        raise ImageNotFound(f"saving from {endpoint.name}: {why}") from exc
+    except Exception as exc:
+        raise endpoint.failure("saving from", exc) from exc
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            while chunk := response.raw.read(chunk_size):
+                yield chunk
+        except Exception as exc:
+            raise endpoint.failure("saving from", exc) from exc
+        finally:
+            response.close()
+
+    return chunks()
+
+
+def load_stream(endpoint: Endpoint, chunks: Iterable[bytes], quiet: bool = True) -> list[str]:
+    """``docker load`` an archive sent as a chunked body; return the engine's "Loaded …" lines.
+
+    A load that fails after the engine started answering still gets HTTP 200: the error is
+    a message in the JSON stream, so every message is read and checked.
+    """
+    api = endpoint.api
+    loaded: list[str] = []
+    try:
+        response = api.post(
+            api._url("/images/load"),
+            data=iter(chunks),
+            params={"quiet": "1" if quiet else "0"},
+            headers={"Content-Type": "application/x-tar"},
+            stream=True,
+            timeout=STREAM_TIMEOUT,
+        )
+        with response:
+            api._raise_for_status(response)
+            for message in _json_messages(response.iter_content(chunk_size=None)):
+                error = (message.get("errorDetail") or {}).get("message") or message.get("error")
+                if error:
+                    raise EngineError(f"loading into {endpoint.name}: {error}")
+                text = str(message.get("stream", "")).strip()
+                if text.startswith("Loaded image"):
+                    loaded.append(text)
+    except ShipitError:
+        raise  # ours, or the source's: already worded
+    except Exception as exc:
+        raise endpoint.failure("loading into", exc) from exc
+    return loaded
+
+
+def _json_messages(body: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """Docker's progress stream: JSON objects one after another, newline-separated or not."""
+    decoder = json.JSONDecoder()
+    buffer = ""
+    for data in body:
+        buffer += data.decode(errors="replace")
+        while True:
+            buffer = buffer.lstrip()
+            try:
+                message, end = decoder.raw_decode(buffer)
+            except ValueError:
+                break
+            buffer = buffer[end:]
+            if isinstance(message, dict):
+                yield message
+    if buffer.strip():
+        raise EngineError(f"unreadable answer from the engine: {buffer.strip()[:200]}")
+
+
+def image_inspect(endpoint: Endpoint, ref: str) -> dict[str, Any] | None:
+    """``docker image inspect ref``; None when the engine has no such image."""
+    try:
+        return endpoint.api.inspect_image(ref)
+    except docker.errors.NotFound:
+        return None
+    except Exception as exc:
+        raise endpoint.failure(f"inspecting {ref} on", exc) from exc
