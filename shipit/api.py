@@ -144,9 +144,7 @@ def input_size(path: str) -> int | None:
         return None
 
 
-def convert(
-    source: str, output: str, codec: Codec, *, progress: Progress | None = None
-) -> Report:
+def convert(source: str, output: str, codec: Codec, *, progress: Progress | None = None) -> Report:
     """Rewrite an archive (a file or ``-``) with ``codec`` layers into ``output``."""
     with ExitStack() as stack:
         src = stack.enter_context(_open_input(source))
@@ -317,7 +315,9 @@ def ship(
             progress.total = _save_size(origin, names)
         src = IterReader(daemon_save_stream(origin, names))
         sink = DaemonSink(target, info)
-        result, loaded = run(src, sink, LayerPolicy(chosen, readable=sink.readable), progress=progress)
+        result, loaded = run(
+            src, sink, LayerPolicy(chosen, readable=sink.readable), progress=progress
+        )
         report = _report(result, str(chosen))
         report.target, report.loaded = info, loaded
         if verify:

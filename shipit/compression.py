@@ -13,7 +13,7 @@ import lzma
 import os
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import zstandard
 from isal import igzip, isal_zlib
@@ -29,6 +29,14 @@ _MAGIC: list[tuple[bytes, Kind]] = [
     (b"BZh", "bzip2"),
     (b"\xfd7zXZ\x00", "xz"),
 ]
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> Any: ...
 
 
 class Reader(io.RawIOBase):
@@ -94,13 +102,13 @@ class Compressor(Protocol):
 
 
 class _ZstdCompressor:
-    def __init__(self, codec: Codec, out: BinaryIO) -> None:
+    def __init__(self, codec: Codec, out: Writable) -> None:
         # threads >= 1 always: zstd's multi-threaded format is identical for any worker
         # count, so output does not depend on the machine's cores.
         cctx = zstandard.ZstdCompressor(
             level=codec.effective_level(), threads=max(1, codec.effective_threads())
         )
-        self._writer = cctx.stream_writer(out, closefd=False, write_return_read=True)
+        self._writer = cctx.stream_writer(out, closefd=False, write_return_read=True)  # type: ignore[arg-type]
 
     def write(self, data: bytes) -> None:
         self._writer.write(data)
@@ -111,7 +119,7 @@ class _ZstdCompressor:
 
 
 class _GzipCompressor:
-    def __init__(self, codec: Codec, out: BinaryIO) -> None:
+    def __init__(self, codec: Codec, out: Writable) -> None:
         level = codec.effective_level()
         # ISA-L is 5x faster than zlib at its levels 1..3; zlib serves the higher ones.
         # wbits=31 writes a gzip header with mtime 0, so output is reproducible.
@@ -130,7 +138,7 @@ class _GzipCompressor:
 
 
 class _Plain:
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: Writable) -> None:
         self._out = out
 
     def write(self, data: bytes) -> None:
@@ -140,7 +148,7 @@ class _Plain:
         pass
 
 
-def compressor(codec: Codec, out: BinaryIO) -> Compressor:
+def compressor(codec: Codec, out: Writable) -> Compressor:
     """A writer that compresses into ``out`` (``finish`` ends the stream, not ``out``)."""
     if codec.name == "zstd":
         return _ZstdCompressor(codec, out)
@@ -153,7 +161,7 @@ def compressor(codec: Codec, out: BinaryIO) -> Compressor:
 MAX_ZSTD_WINDOW = 1 << 27
 
 
-def decompressor(kind: Kind, src: BinaryIO) -> BinaryIO:
+def decompressor(kind: Kind, src: Readable) -> Readable:
     """A reader of the decompressed bytes of ``src``. Errors surface as BadInput on read."""
     if kind == "none":
         return src
@@ -163,17 +171,17 @@ def decompressor(kind: Kind, src: BinaryIO) -> BinaryIO:
         dctx = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW)
         # python-zstandard ends silently on a truncated frame; the walker notices.
         checked = _ZstdFramed(src)
-        reader = dctx.stream_reader(checked, read_size=1 << 20, read_across_frames=True)
+        reader = dctx.stream_reader(checked, read_size=1 << 20, read_across_frames=True)  # type: ignore[arg-type]
         return _Guarded(reader, "zstd")
     if kind == "bzip2":
-        return _Guarded(bz2.BZ2File(src, "rb"), "bzip2")
-    return _Guarded(lzma.LZMAFile(src, "rb"), "xz")
+        return _Guarded(bz2.BZ2File(src, "rb"), "bzip2")  # type: ignore[call-overload]
+    return _Guarded(lzma.LZMAFile(src, "rb"), "xz")  # type: ignore[arg-type]
 
 
 class _Guarded(Reader):
     """Turns a codec's own exceptions (truncation, corruption) into BadInput."""
 
-    def __init__(self, inner: BinaryIO | zstandard.ZstdDecompressionReader, kind: str) -> None:
+    def __init__(self, inner: Any, kind: str) -> None:
         self._inner = inner
         self._kind = kind
 
@@ -196,7 +204,7 @@ class _ZstdFramed(Reader):
     """Passes zstd bytes through while walking frame and block headers, so that a
     stream cut anywhere but a frame boundary is reported as truncated at EOF."""
 
-    def __init__(self, src: BinaryIO) -> None:
+    def __init__(self, src: Readable) -> None:
         self._src = src
         self._need = 4  # bytes wanted into _buf for the current header
         self._buf = b""

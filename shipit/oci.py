@@ -64,7 +64,7 @@ def check_digest(digest: object, what: str = "digest") -> str:
     if not isinstance(digest, str) or not _DIGEST.match(digest):
         algo = digest.split(":", 1)[0] if isinstance(digest, str) and ":" in digest else None
         if algo and algo != "sha256":
-            raise BadInput(f"{what} {digest[:80]!r}: digest algorithm {algo!r} is not supported")
+            raise BadInput(f"{what} {digest[:80]!r}: digest algorithm {algo!r} is not supported")  # type: ignore[index]
         raise BadInput(f"{what} {str(digest)[:80]!r} is not a sha256 digest")
     return digest
 

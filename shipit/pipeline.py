@@ -12,15 +12,14 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 from shipit.archive import model
 from shipit.archive.reader import BlobRecord, CountingReader, Scan, scan
 from shipit.archive.writer import OCI_LAYOUT, TarStream
-from shipit.compression import Reader
-from shipit.errors import ShipitError
+from shipit.compression import Readable, Reader
 from shipit.progress import Event, Progress
 from shipit.transform import LayerPolicy, Output, rewrite
 
@@ -49,7 +48,7 @@ class Result:
 
 
 class _Producer(threading.Thread):
-    def __init__(self, src: BinaryIO, policy: LayerPolicy, allow_missing: frozenset[str]) -> None:
+    def __init__(self, src: Readable, policy: LayerPolicy, allow_missing: frozenset[str]) -> None:
         super().__init__(name="shipit-reader", daemon=True)
         self.src = src
         self.policy = policy
@@ -95,7 +94,7 @@ class _Producer(threading.Thread):
 
 
 def convert_stream(
-    src: BinaryIO,
+    src: Readable,
     policy: LayerPolicy,
     result: Result,
     *,
@@ -103,14 +102,14 @@ def convert_stream(
     send_blob: Callable[[BlobRecord], bool] = lambda record: True,
     allow_missing: frozenset[str] = frozenset(),
     manifest_json: bool = True,
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """Yield the output archive's bytes; ``result`` is complete when the iterator ends.
 
     ``send_blob`` may decline a blob the sink already has; the manifests still list it.
     """
     emit = progress.emit if progress else (lambda event: None)
     counting = CountingReader(src, lambda n: emit(Event("read", n)))
-    producer = _Producer(counting, policy, allow_missing)  # type: ignore[arg-type]
+    producer = _Producer(counting, policy, allow_missing)
     tar = TarStream()
     started = time.monotonic()
 
@@ -159,14 +158,14 @@ def convert_stream(
         result.seconds = time.monotonic() - started
 
 
-def scan_only(src: BinaryIO, policy: LayerPolicy, progress: Progress | None = None) -> Result:
+def scan_only(src: Readable, policy: LayerPolicy, progress: Progress | None = None) -> Result:
     """Read an archive without writing one (inspect, verify)."""
     emit = progress.emit if progress else (lambda event: None)
     policy.spool = False
     policy.on_blob = lambda record: emit(Event("blob", record.size, record=record))
     counting = CountingReader(src, lambda n: emit(Event("read", n)))
     started = time.monotonic()
-    scanned = scan(counting, policy)  # type: ignore[arg-type]
+    scanned = scan(counting, policy)
     images = model.build(scanned)
     return Result(
         images=images,
@@ -203,14 +202,17 @@ class IterReader(Reader):
 class Sink(Protocol):
     """Where an archive goes. Sinks say what they can read; the pipeline asks."""
 
-    name: str
-    readable: frozenset[str]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def readable(self) -> frozenset[str]: ...
 
     def consume(self, chunks: Iterable[bytes]) -> Any: ...
 
 
 def run(
-    src: BinaryIO,
+    src: Readable,
     sink: Sink,
     policy: LayerPolicy,
     *,
@@ -220,13 +222,11 @@ def run(
 ) -> tuple[Result, Any]:
     """Convert ``src`` into ``sink``; returns the result and whatever the sink reported."""
     result = Result()
-    stream = convert_stream(
+    stream: Generator[bytes, None, None] = convert_stream(
         src, policy, result, progress=progress, send_blob=send_blob, allow_missing=allow_missing
     )
     try:
         reply = sink.consume(stream)
-    except ShipitError as exc:
-        raise exc.context(f"writing to {sink.name}") if sink.name not in str(exc) else exc
     finally:
         stream.close()
     return result, reply

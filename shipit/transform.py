@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 from shipit import compression
 from shipit.archive.model import Image, ImageIndex, ImageManifest, Layer
 from shipit.archive.reader import CHUNK, BlobRecord, Scan, _Prefixed
-from shipit.compression import Codec, Reader
+from shipit.compression import Codec, Readable, Reader
 from shipit.errors import BadInput, DigestMismatch, TooLarge
 from shipit.oci import (
     ANNOTATION_IMAGE_NAME,
@@ -59,7 +59,7 @@ class _Hashing(Reader):
         self.count += len(data)
         return data
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes) -> int:  # type: ignore[override]
         self.hasher.update(data)
         self.count += len(data)
         if self.inner is not None:
@@ -91,11 +91,12 @@ class LayerPolicy:
     records: list[BlobRecord] = field(default_factory=list)
 
     def __call__(
-        self, key: str, expected: str | None, size: int, head: bytes, body: BinaryIO
+        self, key: str, expected: str | None, size: int, head: bytes, body: Readable
     ) -> BlobRecord:
         kind = compression.detect(head)
         raw = _Hashing(_Prefixed(head, body))
-        spool = tempfile.TemporaryFile(dir=spool_dir()) if self.spool else None
+        # Anonymous (unlinked at birth): gone when closed or when the process dies.
+        spool = tempfile.TemporaryFile(dir=spool_dir()) if self.spool else None  # noqa: SIM115
         try:
             record = self._process(key, kind, head, raw, spool)
             if record.source_size != size:
@@ -130,13 +131,15 @@ class LayerPolicy:
         codec = self._want(kind, head)
         if codec is None:
             # Already what was asked for: the bytes pass through untouched.
-            diff_id = self._pass_through(kind, raw, spool) if is_layer else self._copy(raw, spool)
+            diff_id = self._pass_through(kind, raw, spool) if is_layer else None
+            if not is_layer:
+                self._copy(raw, spool)
             return BlobRecord(
                 key, raw.digest, raw.count, kind, raw.digest, raw.count, kind, diff_id, spool
             )
         out = _Hashing(spool)
         plain = _Hashing(compression.decompressor(kind, raw))  # type: ignore[arg-type]
-        packer = compression.compressor(codec, out)  # type: ignore[arg-type]
+        packer = compression.compressor(codec, out)
         while chunk := plain.read(CHUNK):
             self._guard(plain.count, key)
             packer.write(chunk)
@@ -268,9 +271,9 @@ def _layer_descriptor(layer: Layer, scan: Scan, oci: bool) -> Descriptor:
             raise BadInput(f"layer {short(layer.diff_id)} is missing from the archive")
         return original
     annotations = original.annotations if original else {}
-    if original is not None and not record.rewritten:
-        if not oci or original.media_type in OCI_LAYER_FOR.values():
-            return original
+    untouched = original is not None and not record.rewritten
+    if untouched and (not oci or original.media_type in OCI_LAYER_FOR.values()):  # type: ignore[union-attr]
+        return original  # type: ignore[return-value]
     media_type = _layer_media_type(record.compression, oci, original)
     return Descriptor(media_type, record.digest, record.size, annotations)
 
@@ -327,14 +330,14 @@ def _rewrite_node(
         node.config.digest,
         node.config.size,
     )
-    value: dict[str, Any] = {
+    manifest: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": config.to_json(),
         "layers": [layer.to_json() for layer in layers],
     }
     if node.document is not None and isinstance(node.document.value.get("annotations"), dict):
-        value["annotations"] = node.document.value["annotations"]
-    doc = Document.build(value)
+        manifest["annotations"] = node.document.value["annotations"]
+    doc = Document.build(manifest)
     documents[doc.digest] = doc.raw
     return Descriptor(OCI_MANIFEST, doc.digest, doc.size)

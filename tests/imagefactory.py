@@ -113,7 +113,9 @@ def legacy_archive(images: list[TestImage]) -> bytes:
                 entries.append((path, layer))
             paths.append(path)
         entries.append((sha(config)[7:] + ".json", config))
-        manifest.append({"Config": sha(config)[7:] + ".json", "RepoTags": image.tags, "Layers": paths})
+        manifest.append(
+            {"Config": sha(config)[7:] + ".json", "RepoTags": image.tags, "Layers": paths}
+        )
     entries.append(("manifest.json", json.dumps(manifest).encode()))
     entries.append(("repositories", b"{}"))
     return _tar(entries)
@@ -214,7 +216,9 @@ def oci_archive(
         ("blobs/sha256/" + d[7:], data) for d, data in blobs.items()
     ]
     entries.append(("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'))
-    entries.append(("index.json", json.dumps({"schemaVersion": 2, "manifests": index_entries}).encode()))
+    entries.append(
+        ("index.json", json.dumps({"schemaVersion": 2, "manifests": index_entries}).encode())
+    )
     if with_manifest_json:
         entries.append(("manifest.json", json.dumps(legacy).encode()))
     return _tar(entries)

@@ -235,13 +235,13 @@ def _from_legacy(scan: Scan, allow_missing: frozenset[str]) -> list[Image]:
             key = _blob_key(path)
             record = scan.blob(key)
             _check_layer(record, None, None, diff_id, what, allow_missing)
-            if record is not None and record.diff_id is None and record.compression == "none":
-                # An uncompressed layer's own digest is its diff_id.
-                if record.source_digest != diff_id:
-                    raise DigestMismatch(
-                        f"{what}: layer {path} is {short(record.source_digest)}, "
-                        f"config says {short(diff_id)}"
-                    )
+            # An uncompressed blob's own digest is its diff_id (even if it is no tar).
+            uncompressed = record is not None and record.source_compression == "none"
+            if uncompressed and record.source_digest != diff_id:  # type: ignore[union-attr]
+                raise DigestMismatch(
+                    f"{what}: layer {path} is {short(record.source_digest)}, "  # type: ignore[union-attr]
+                    f"config says {short(diff_id)}"
+                )
             layers.append(Layer(key if record is None else _final_key(scan, key), None, diff_id))
         config_desc = Descriptor(DOCKER_CONFIG, config.digest, config.size)
         manifest = ImageManifest(None, None, config, config_desc, tuple(layers))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from shipit import compression
-from shipit.compression import Reader
+from shipit.compression import Readable, Reader
 from shipit.errors import BadInput, DigestMismatch, ShipitError, TooLarge, UnsafeArchive
 from shipit.oci import MAX_DOCUMENT, Document, short
 
@@ -52,7 +52,7 @@ class BlobRecord:
 
 class BlobHandler(Protocol):
     def __call__(
-        self, key: str, expected: str | None, size: int, head: bytes, body: BinaryIO
+        self, key: str, expected: str | None, size: int, head: bytes, body: Readable
     ) -> BlobRecord:
         """Consume one blob: ``head`` is its first bytes, ``body`` yields the rest."""
         ...
@@ -81,7 +81,7 @@ class Scan:
 class CountingReader(Reader):
     """Counts the bytes pulled through it and reports them (for progress)."""
 
-    def __init__(self, src: BinaryIO, on_read: Callable[[int], None] | None = None) -> None:
+    def __init__(self, src: Readable, on_read: Callable[[int], None] | None = None) -> None:
         self._src = src
         self._on_read = on_read
         self.count = 0
@@ -97,7 +97,7 @@ class CountingReader(Reader):
 class _Prefixed(Reader):
     """A reader that first returns ``head`` then the rest of ``src`` (to undo a peek)."""
 
-    def __init__(self, head: bytes, src: BinaryIO) -> None:
+    def __init__(self, head: bytes, src: Readable) -> None:
         self._head = head
         self._src = src
 
@@ -111,7 +111,7 @@ class _Prefixed(Reader):
         return self._src.read(size)
 
 
-def read_exactly(src: BinaryIO, size: int) -> bytes:
+def read_exactly(src: Readable, size: int) -> bytes:
     parts, left = [], size
     while left > 0:
         chunk = src.read(min(left, CHUNK))
@@ -122,13 +122,13 @@ def read_exactly(src: BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
-def unwrap(src: BinaryIO) -> BinaryIO:
+def unwrap(src: Readable) -> Readable:
     """Undo an outer gzip or zstd around the tar (detected from the bytes)."""
     head = read_exactly(src, 512)
     if not head:
         raise BadInput("the archive is empty")
     kind = compression.detect(head)
-    stream: BinaryIO = _Prefixed(head, src)  # type: ignore[assignment]
+    stream: Readable = _Prefixed(head, src)
     if kind != "none":
         stream = compression.decompressor(kind, stream)
     return stream
@@ -148,9 +148,9 @@ def _member_name(raw: str) -> str:
     return name
 
 
-def _members(stream: BinaryIO) -> Iterator[tuple[tarfile.TarInfo, str, BinaryIO | None]]:
+def _members(stream: Readable) -> Iterator[tuple[tarfile.TarInfo, str, Readable | None]]:
     try:
-        archive = tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK)  # type: ignore[call-overload]
+        archive = tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK)  # type: ignore[call-overload]  # noqa: SIM115
     except tarfile.TarError as exc:
         raise BadInput(f"not a tar archive: {exc}") from None
     try:
@@ -163,7 +163,7 @@ def _members(stream: BinaryIO) -> Iterator[tuple[tarfile.TarInfo, str, BinaryIO 
                 return
             name = _member_name(member.name)
             body = archive.extractfile(member) if member.isreg() else None
-            yield member, name, body  # type: ignore[misc]
+            yield member, name, body
     except EOFError:
         raise BadInput("the tar archive is truncated") from None
     except tarfile.TarError as exc:
@@ -173,7 +173,7 @@ def _members(stream: BinaryIO) -> Iterator[tuple[tarfile.TarInfo, str, BinaryIO 
 class _TarBody(Reader):
     """The body of one tar member; turns tarfile's truncation errors into BadInput."""
 
-    def __init__(self, body: BinaryIO, name: str) -> None:
+    def __init__(self, body: Readable, name: str) -> None:
         self._body = body
         self._name = name
 
@@ -184,7 +184,7 @@ class _TarBody(Reader):
             raise BadInput(f"{self._name}: the tar archive is truncated") from None
 
 
-def _read_document(body: BinaryIO, size: int, name: str) -> bytes:
+def _read_document(body: Readable, size: int, name: str) -> bytes:
     if size > MAX_DOCUMENT:
         raise TooLarge(f"{name}: {size} bytes is too large for a JSON document")
     data = read_exactly(body, size)
@@ -197,7 +197,7 @@ def _looks_like_json(head: bytes) -> bool:
     return head.lstrip()[:1] in (b"{", b"[")
 
 
-def scan(src: BinaryIO, handle_blob: BlobHandler) -> Scan:
+def scan(src: Readable, handle_blob: BlobHandler) -> Scan:
     """Read an archive stream to its end, handing each non-document blob to ``handle_blob``.
 
     Every blob named by digest is verified against it; a legacy layer file's digest is
@@ -214,7 +214,7 @@ def scan(src: BinaryIO, handle_blob: BlobHandler) -> Scan:
         if body is None:
             kind = "hardlink" if member.islnk() else "special file"
             raise UnsafeArchive(f"entry {name!r} is a {kind}; shipit reads regular files only")
-        body = _TarBody(body, name)  # type: ignore[assignment]
+        body = _TarBody(body, name)
         try:
             _take(result, seen_files, name, member.size, body, handle_blob)
         except ShipitError as exc:
@@ -239,7 +239,7 @@ def _take(
     seen_files: dict[str, str],
     name: str,
     size: int,
-    body: BinaryIO,
+    body: Readable,
     handle_blob: BlobHandler,
 ) -> None:
     blob = _BLOB.match(name)
@@ -279,7 +279,7 @@ def _take(
             result.documents[expected] = Document.parse(data, name)
             return
         # A legacy layer.tar that is JSON is not a layer; keep it as an opaque blob below.
-        body = _Prefixed(data, body)  # type: ignore[assignment]
+        body = _Prefixed(data, body)
         head = b""
     record = handle_blob(key, expected, size, head, body)
     _same_once(seen_files, name, record.source_digest)
@@ -294,7 +294,7 @@ def _skip_duplicate(
     digest: str,
     size: int,
     head: bytes,
-    body: BinaryIO,
+    body: Readable,
 ) -> None:
     # The same name twice: allowed only with the same content (it is then read once).
     hasher = hashlib.sha256(head)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import tarfile
 from collections.abc import Iterator
-from typing import BinaryIO
 
 from shipit.archive.reader import CHUNK
+from shipit.compression import Readable
 from shipit.errors import ShipitError
 from shipit.oci import blob_path
 
@@ -42,7 +42,7 @@ class TarStream:
     def start(self) -> bytes:
         return _header("blobs/", 0, True) + _header("blobs/sha256/", 0, True)
 
-    def file(self, name: str, size: int, body: BinaryIO) -> Iterator[bytes]:
+    def file(self, name: str, size: int, body: Readable) -> Iterator[bytes]:
         yield _header(name, size)
         left = size
         while left:
@@ -56,7 +56,7 @@ class TarStream:
     def data(self, name: str, data: bytes) -> bytes:
         return _header(name, len(data)) + data + _padding(len(data))
 
-    def blob(self, digest: str, size: int, body: BinaryIO) -> Iterator[bytes]:
+    def blob(self, digest: str, size: int, body: Readable) -> Iterator[bytes]:
         """A blob, unless it was written already (then nothing)."""
         if digest in self.written:
             return iter(())

@@ -22,7 +22,7 @@ from shipit.cli.render import (
     print_report,
     progress_bar,
 )
-from shipit.cli.targets import TARGET_FORMS, TARGET_HELP
+from shipit.cli.targets import TARGET_HELP
 
 OutputOption = Annotated[
     str, typer.Option("--output", "-o", metavar="FILE", help="Archive to write ('-' for stdout).")
@@ -34,7 +34,8 @@ def save(
     images: Annotated[list[str], typer.Argument(metavar="IMAGE", help="Images to save.")],
     output: OutputOption,
     source: Annotated[
-        str | None, typer.Option("--from", metavar="SOURCE", help="Engine to save from. " + TARGET_HELP)
+        str | None,
+        typer.Option("--from", metavar="SOURCE", help="Engine to save from. " + TARGET_HELP),
     ] = None,
     compression: CompressionOption = None,
     level: LevelOption = None,
@@ -123,7 +124,10 @@ def verify(
 @app.command()
 def load(
     path: Annotated[str, typer.Argument(metavar="FILE", help="Archive to load ('-' for stdin).")],
-    to: Annotated[str | None, typer.Option("--to", metavar="TARGET", help="Engine to load into. " + TARGET_HELP)] = None,
+    to: Annotated[
+        str | None,
+        typer.Option("--to", metavar="TARGET", help="Engine to load into. " + TARGET_HELP),
+    ] = None,
     compression: CompressionOption = None,
     level: LevelOption = None,
     quiet: QuietOption = False,

@@ -52,7 +52,9 @@ CompressionOption = Annotated[
 ]
 LevelOption = Annotated[
     int | None,
-    typer.Option("--level", "-l", help="Compression level (zstd 1-22, default 3; gzip 1-9, default 1)."),
+    typer.Option(
+        "--level", "-l", help="Compression level (zstd 1-22, default 3; gzip 1-9, default 1)."
+    ),
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON summary for scripts.")]
@@ -123,7 +125,11 @@ def print_report(report: Report, as_json: bool, verb: str) -> None:
         return
     data: dict[str, Any] = report.to_dict()
     where = f" into {report.target.name}" if report.target else ""
-    where += f" ({report.target.image_store} store, Engine {report.target.engine_version})" if report.target else ""
+    where += (
+        f" ({report.target.image_store} store, Engine {report.target.engine_version})"
+        if report.target
+        else ""
+    )
     if report.output:
         where = f" to {report.output}"
     speed = report.bytes_read / report.seconds / 1e6 if report.seconds else 0

@@ -26,16 +26,20 @@ from shipit.cli.targets import TARGET_FORMS, TARGET_HELP
 @app.command()
 def ship(
     images: Annotated[list[str], typer.Argument(metavar="IMAGE", help="Images to ship.")],
-    to: Annotated[str, typer.Option("--to", metavar="TARGET", help="Engine to load into. " + TARGET_FORMS)],
+    to: Annotated[
+        str, typer.Option("--to", metavar="TARGET", help="Engine to load into. " + TARGET_FORMS)
+    ],
     source: Annotated[
-        str | None, typer.Option("--from", metavar="SOURCE", help="Engine to save from. " + TARGET_HELP)
+        str | None,
+        typer.Option("--from", metavar="SOURCE", help="Engine to save from. " + TARGET_HELP),
     ] = None,
     compression: CompressionOption = None,
     level: LevelOption = None,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
     no_verify: Annotated[
-        bool, typer.Option("--no-verify", help="Skip checking the landed images' config and diff_ids.")
+        bool,
+        typer.Option("--no-verify", help="Skip checking the landed images' config and diff_ids."),
     ] = False,
     ssh_config: SshConfigOption = None,
     accept_new_host_key: AcceptNewHostKeyOption = False,

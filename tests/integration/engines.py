@@ -16,7 +16,11 @@ from testcontainers.core.waiting_utils import wait_for_logs
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 #: What each rig image prints when run, so a test can tell it really runs.
-OUTPUT = {"rosie:latest": "Hello, World!", "rosie:test": "Hello, World!", "layered:latest": "layered ok"}
+OUTPUT = {
+    "rosie:latest": "Hello, World!",
+    "rosie:test": "Hello, World!",
+    "layered:latest": "layered ok",
+}
 
 
 def socket(rig: dict[str, Any], engine: str) -> str:

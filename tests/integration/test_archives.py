@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from engines import docker_cli, identity, inspect, remove, run_image, socket
 from imagefactory import validate
 
@@ -102,7 +101,10 @@ def _check_landed(rig, originals, source, target) -> None:
         landed = inspect(rig, target, image)
         assert landed is not None, f"{image} missing on {target}"
         assert identity(landed) == identity(originals[(source, image)])
-        if rig["engines"][target]["store"] == "classic" and rig["engines"][source]["store"] == "classic":
+        if (
+            rig["engines"][target]["store"] == "classic"
+            and rig["engines"][source]["store"] == "classic"
+        ):
             assert landed["Id"] == originals[(source, image)]["Id"]  # config untouched
     assert inspect(rig, target, "rosie:latest")["Id"] == inspect(rig, target, "rosie:test")["Id"]
     assert "Hello, World!" in run_image(rig, target, "rosie:test")

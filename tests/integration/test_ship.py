@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
 from engines import docker_cli, identity, inspect, remove, run_image, socket
 
 pytestmark = pytest.mark.integration
@@ -35,7 +32,9 @@ def test_ship_between_engines(rig, ssh_config, source, target, via, group):
     before = {i: inspect(rig, source, i) for i in images}
     remove(rig, target, *images)
     to = socket(rig, target) if via == "socket" else rig["engines"][target]["ssh_alias"]
-    done = _ship(*images, "--from", socket(rig, source), "--to", to, "--json", "--ssh-config", ssh_config)
+    done = _ship(
+        *images, "--from", socket(rig, source), "--to", to, "--json", "--ssh-config", ssh_config
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert sorted(report["images"]) == sorted(images)
@@ -55,7 +54,9 @@ def test_ship_between_engines(rig, ssh_config, source, target, via, group):
 def test_ship_into_same_engine_by_ssh(rig, ssh_config):
     # A round trip into the engine that already has the image: it stays the same image.
     before = inspect(rig, "d26", "rosie:latest")
-    done = _ship("rosie:latest", "--from", socket(rig, "d26"), "--to", "rig-d26", "--ssh-config", ssh_config)
+    done = _ship(
+        "rosie:latest", "--from", socket(rig, "d26"), "--to", "rig-d26", "--ssh-config", ssh_config
+    )
     assert done.returncode == 0, done.stderr
     assert inspect(rig, "d26", "rosie:latest")["Id"] == before["Id"]
 
@@ -70,7 +71,9 @@ def test_unknown_image_is_one_clear_line(rig):
 def test_unreachable_host_is_one_clear_line(rig, tmp_path):
     config = tmp_path / "cfg"
     config.write_text("Host nowhere\n  HostName 127.0.0.1\n  Port 1\n")
-    done = _ship("rosie:latest", "--from", socket(rig, "d26"), "--to", "nowhere", "--ssh-config", config)
+    done = _ship(
+        "rosie:latest", "--from", socket(rig, "d26"), "--to", "nowhere", "--ssh-config", config
+    )
     assert done.returncode == 3, done.stderr
     assert "Traceback" not in done.stderr and done.stderr.startswith("shipit: error:")
 
@@ -120,9 +123,25 @@ def test_streaming_keeps_memory_small(rig, ssh_config, big_image):
         "sys.exit(r.returncode)"
     )
     done = subprocess.run(
-        [sys.executable, "-c", probe, sys.executable, "-m", "shipit", big_image,
-         "--from", socket(rig, "d26"), "--to", "rig-d26c", "--ssh-config", str(ssh_config), "-q"],
-        capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-c",
+            probe,
+            sys.executable,
+            "-m",
+            "shipit",
+            big_image,
+            "--from",
+            socket(rig, "d26"),
+            "--to",
+            "rig-d26c",
+            "--ssh-config",
+            str(ssh_config),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr
     peak_mb = int(done.stdout.split()[-1]) / 1024

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import io
-import json
 
 import pytest
-
 from imagefactory import legacy_archive, oci_archive, sample_images, sha, validate
+
 from shipit.compression import Codec
 from shipit.pipeline import Result, convert_stream, scan_only
 from shipit.transform import LayerPolicy
@@ -16,8 +15,12 @@ LAYOUTS = {
     "legacy-20.10": lambda: legacy_archive(sample_images()),
     "oci-25-classic": lambda: oci_archive(sample_images()),
     "containerd-gzip": lambda: oci_archive(sample_images(), "gzip", docker_types=True),
-    "containerd-nested": lambda: oci_archive(sample_images(), "gzip", docker_types=True, nested=True),
-    "oci-zstd-no-manifest-json": lambda: oci_archive(sample_images(), "zstd", with_manifest_json=False),
+    "containerd-nested": lambda: oci_archive(
+        sample_images(), "gzip", docker_types=True, nested=True
+    ),
+    "oci-zstd-no-manifest-json": lambda: oci_archive(
+        sample_images(), "zstd", with_manifest_json=False
+    ),
 }
 
 
@@ -39,7 +42,10 @@ def test_convert_every_layout(layout: str, codec: str) -> None:
         "docker.io/library/other:1",
     }
     # Tags of one image share one top-level descriptor.
-    assert checked.tags["docker.io/library/rosie:latest"] == checked.tags["docker.io/library/rosie:test"]
+    assert (
+        checked.tags["docker.io/library/rosie:latest"]
+        == checked.tags["docker.io/library/rosie:test"]
+    )
     # Configs are never touched: the classic image ID stays the same.
     for image in sample_images():
         for tag in image.tags:
