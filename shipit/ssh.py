@@ -33,6 +33,11 @@ DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 DEFAULT_TIMEOUT = 10.0
 DIAL_STDIO = "docker system dial-stdio"
 ACCEPT_NEW_FLAG = "--accept-new-host-key"
+REKEY_BYTES = 1 << 32
+"""paramiko re-keys every 512 MiB it sends or receives; a channel closed by the server during a
+re-key that paramiko started stalls the transport 30 s and kills it (paramiko #822, seen here
+on a 512 MiB dial-stdio read). Re-keying after 4 GiB (the top of the 1G-4G range OpenSSH
+documents as its default RekeyLimit) makes that rare; server-started re-keys are safe."""
 
 
 # --- config -----------------------------------------------------------------------------------
@@ -513,6 +518,7 @@ def connect(
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(30)
+            transport.packetizer.REKEY_BYTES = REKEY_BYTES
         return SSHSession(host, client, jump)
     except BaseException as exc:
         client.close()

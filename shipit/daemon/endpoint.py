@@ -165,8 +165,10 @@ def _negotiate(endpoint: Endpoint, timeout: float) -> None:
         api._raise_for_status(response)
         endpoint.version = response.json()
         server = str(endpoint.version["ApiVersion"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ConnectionFailed(f"probing {endpoint.name}: not a Docker engine answer") from exc
+    except (KeyError, ValueError, TypeError, docker.errors.APIError) as exc:
+        raise ConnectionFailed(
+            f"connecting to {endpoint.name}: no Docker engine answers there ({exc})"
+        ) from exc
     except Exception as exc:
         raise endpoint.failure("connecting to", exc) from exc
     if version_lt(server, MINIMUM_DOCKER_API_VERSION):
