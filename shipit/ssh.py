@@ -28,7 +28,8 @@ from paramiko.auth_strategy import AuthStrategy
 from shipit.errors import AuthenticationFailed, ConnectionFailed, HostKeyError, UsageError
 
 DEFAULT_CONFIG = "~/.ssh/config"
-DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts",)
+DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 DEFAULT_TIMEOUT = 10.0
 DIAL_STDIO = "docker system dial-stdio"
@@ -73,8 +74,11 @@ class SSHHost:
     identity_files: tuple[str, ...]
     identities_only: bool
     known_hosts_files: tuple[str, ...]
+    """UserKnownHostsFile: trusted, and the first one records accepted keys."""
     strict_host_key_checking: str = "ask"
     hash_known_hosts: bool = False
+    global_known_hosts_files: tuple[str, ...] = ()
+    """GlobalKnownHostsFile: trusted, never written."""
     identity_agent: str | None = None
     connect_timeout: float | None = None
     proxy_command: str | None = None
@@ -139,6 +143,9 @@ def resolve_host(
         return _expand(value, hostname=hostname, port=port, user=user, alias=alias)
 
     known = shlex.split(opts.get("userknownhostsfile", "")) or list(DEFAULT_KNOWN_HOSTS)
+    known_global = shlex.split(opts.get("globalknownhostsfile", "")) or list(
+        DEFAULT_GLOBAL_KNOWN_HOSTS
+    )
     identities = opts.get("identityfile") or list(DEFAULT_IDENTITIES)
     agent: str | None = opts.get("identityagent", "SSH_AUTH_SOCK")
     if agent == "SSH_AUTH_SOCK":
@@ -154,6 +161,7 @@ def resolve_host(
         identity_files=tuple(expand(p) for p in identities),
         identities_only=opts.get("identitiesonly", "no").lower() == "yes",
         known_hosts_files=tuple(expand(p) for p in known if p.lower() != "none"),
+        global_known_hosts_files=tuple(expand(p) for p in known_global if p.lower() != "none"),
         strict_host_key_checking=opts.get("stricthostkeychecking", "ask").lower(),
         hash_known_hosts=opts.get("hashknownhosts", "no").lower() == "yes",
         identity_agent=expand(agent) if agent else None,
@@ -502,7 +510,9 @@ def connect(
             )
         elif host.proxy_command:
             sock = paramiko.ProxyCommand(host.proxy_command)
-        load_known_hosts(host.known_hosts_files, client.get_host_keys())
+        load_known_hosts(
+            host.known_hosts_files + host.global_known_hosts_files, client.get_host_keys()
+        )
         client.set_missing_host_key_policy(HostKeyPolicy(host, accept_new_host_key))
         client.connect(
             host.hostname,
@@ -526,7 +536,8 @@ def connect(
             jump.close()
         if isinstance(exc, paramiko.BadHostKeyException):
             name = host.known_hosts_name
-            file = _known_in(host.known_hosts_files, name) or host.known_hosts_files[0]
+            files = host.known_hosts_files + host.global_known_hosts_files
+            file = _known_in(files, name) or files[0]
             raise HostKeyError(
                 f"HOST KEY OF {name} HAS CHANGED: known_hosts has {exc.expected_key.get_name()} "
                 f"{fingerprint(exc.expected_key)}, the host presented {exc.key.get_name()} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -153,3 +154,34 @@ def test_image_inspect(rig):
     with resolve_endpoint(rig["engines"]["d26c"]["socket"]) as endpoint:
         assert image_inspect(endpoint, "rosie:latest")["Id"].startswith("sha256:")
         assert image_inspect(endpoint, "no-such-image:nope") is None
+
+
+def add_context(config_dir, name: str, host: str) -> None:
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    meta = config_dir / "contexts" / "meta" / digest
+    meta.mkdir(parents=True)
+    (meta / "meta.json").write_text(
+        json.dumps({"Name": name, "Metadata": {}, "Endpoints": {"docker": {"Host": host}}})
+    )
+
+
+def test_docker_contexts_and_docker_host(rig, ssh_config, tmp_path, monkeypatch, run_shipit):
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    add_context(tmp_path, "staging", "ssh://rig-d26c")  # an ssh alias, read from --ssh-config
+    add_context(tmp_path, "old", rig["engines"]["d20"]["socket"])
+    (tmp_path / "config.json").write_text(json.dumps({"currentContext": "old"}))
+
+    def store_of(*target: str) -> tuple[str, str]:
+        done = run_shipit("info", "--json", "--ssh-config", ssh_config, *target)
+        assert done.returncode == 0, done.stderr
+        got = json.loads(done.stdout)
+        return got["name"], got["image_store"]
+
+    assert store_of("staging") == ("staging", "containerd")
+    assert store_of() == ("old", "classic")  # the current context
+    monkeypatch.setenv("DOCKER_HOST", rig["engines"]["d26"]["socket"])
+    assert store_of() == (rig["engines"]["d26"]["socket"], "classic")
+    monkeypatch.setenv("DOCKER_CONTEXT", "staging")
+    assert store_of() == ("staging", "containerd")

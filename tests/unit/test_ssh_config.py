@@ -33,6 +33,7 @@ Host rig-d20
     IdentityFile %d/other
     IdentitiesOnly yes
     UserKnownHostsFile ~/kh/one "/tmp/kh two"
+    GlobalKnownHostsFile /dev/null
     StrictHostKeyChecking accept-new
     ConnectTimeout 7
     IdentityAgent none
@@ -64,6 +65,7 @@ def test_rig_style_host_resolves_every_option():
     )
     assert host.identities_only is True
     assert host.known_hosts_files == (f"{HOME}/kh/one", "/tmp/kh two")
+    assert host.global_known_hosts_files == ("/dev/null",)
     assert host.strict_host_key_checking == "accept-new"
     assert host.connect_timeout == 7.0
     assert host.identity_agent is None
@@ -80,7 +82,8 @@ def test_unknown_host_gets_openssh_defaults(monkeypatch):
     monkeypatch.setenv("SSH_AUTH_SOCK", "/tmp/agent.sock")
     host = ssh.resolve_host("box.example.org", config=config(""))
     assert (host.hostname, host.port, host.user) == ("box.example.org", 22, getpass.getuser())
-    assert host.known_hosts_files == (f"{HOME}/.ssh/known_hosts",)
+    assert host.known_hosts_files == (f"{HOME}/.ssh/known_hosts", f"{HOME}/.ssh/known_hosts2")
+    assert host.global_known_hosts_files == ssh.DEFAULT_GLOBAL_KNOWN_HOSTS
     assert host.identity_files == tuple(os.path.expanduser(p) for p in ssh.DEFAULT_IDENTITIES)
     assert host.identities_only is False
     assert host.strict_host_key_checking == "ask"
