@@ -13,6 +13,7 @@ import base64
 import contextlib
 import getpass
 import hashlib
+import logging
 import os
 import shlex
 import socket
@@ -39,6 +40,10 @@ REKEY_BYTES = 1 << 32
 re-key that paramiko started stalls the transport 30 s and kills it (paramiko #822, seen here
 on a 512 MiB dial-stdio read). Re-keying after 4 GiB (the top of the 1G-4G range OpenSSH
 documents as its default RekeyLimit) makes that rare; server-started re-keys are safe."""
+
+# paramiko's transport thread logs failures (with tracebacks) that we also raise as one
+# ShipitError; without a handler Python's last-resort handler would print them to stderr.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 # --- config -----------------------------------------------------------------------------------
