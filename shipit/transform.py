@@ -138,7 +138,8 @@ class LayerPolicy:
                 key, raw.digest, raw.count, kind, raw.digest, raw.count, kind, diff_id, spool
             )
         out = _Hashing(spool)
-        plain = _Hashing(compression.decompressor(kind, raw))  # type: ignore[arg-type]
+        # Uncompressed input is its own diff_id: hash it once, not twice.
+        plain = raw if kind == "none" else _Hashing(compression.decompressor(kind, raw))  # type: ignore[arg-type]
         packer = compression.compressor(codec, out)
         while chunk := plain.read(CHUNK):
             self._guard(plain.count, key)

@@ -148,40 +148,110 @@ def _member_name(raw: str) -> str:
     return name
 
 
+_ZERO_BLOCK = bytes(512)
+_REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
+_MAX_META = 1 << 20  # longest GNU long name or pax header block accepted
+
+
 def _members(stream: Readable) -> Iterator[tuple[tarfile.TarInfo, str, Readable | None]]:
-    try:
-        archive = tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK)  # type: ignore[call-overload]  # noqa: SIM115
-    except tarfile.TarError as exc:
-        raise BadInput(f"not a tar archive: {exc}") from None
-    try:
-        while True:
+    """Tar entries straight off the stream.
+
+    tarfile's own stream mode copies every byte through its buffers; this reads each
+    header block with ``TarInfo.frombuf`` (checksums checked) and hands member data out
+    as read from the source, which is what makes a multi-GB archive cheap to pass through.
+    """
+    overrides: dict[str, str] = {}
+    while True:
+        block = read_exactly(stream, 512)
+        if not block or block == _ZERO_BLOCK:
+            if not block and overrides:
+                raise BadInput("the tar archive is truncated")
+            return  # end of archive (what follows the end marker is padding)
+        if len(block) < 512:
+            raise BadInput("the tar archive is truncated")
+        try:
+            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as exc:
+            raise BadInput(f"not a tar archive, or a corrupt one: {exc}") from None
+        if info.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE):
+            data = _meta(stream, info.size)
+            if info.type == tarfile.XHDTYPE:
+                overrides.update(_pax_records(data))
+            else:
+                key = "path" if info.type == tarfile.GNUTYPE_LONGNAME else "linkpath"
+                overrides[key] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+            continue
+        if info.type == tarfile.XGLTYPE:
+            _meta(stream, info.size)  # global pax headers carry nothing shipit uses
+            continue
+        if "path" in overrides:
+            info.name = overrides["path"]
+        if "linkpath" in overrides:
+            info.linkname = overrides["linkpath"]
+        if "size" in overrides:
             try:
-                member = archive.next()
-            except tarfile.TarError as exc:
-                raise BadInput(f"corrupt tar archive: {exc}") from None
-            if member is None:
-                return
-            name = _member_name(member.name)
-            body = archive.extractfile(member) if member.isreg() else None
-            yield member, name, body
-    except EOFError:
-        raise BadInput("the tar archive is truncated") from None
-    except tarfile.TarError as exc:
-        raise BadInput(f"corrupt tar archive: {exc}") from None
+                info.size = int(overrides["size"])
+            except ValueError:
+                raise BadInput("corrupt pax header: size is not a number") from None
+        overrides = {}
+        name = _member_name(info.name)
+        size = info.size if info.type in _REGULAR else 0
+        body = _MemberBody(stream, size, name)
+        yield info, name, (body if info.type in _REGULAR else None)
+        body.finish()
 
 
-class _TarBody(Reader):
-    """The body of one tar member; turns tarfile's truncation errors into BadInput."""
+def _meta(stream: Readable, size: int) -> bytes:
+    if size > _MAX_META:
+        raise BadInput(f"tar metadata entry of {size} bytes is too large")
+    data = read_exactly(stream, size + (-size % 512))
+    if len(data) != size + (-size % 512):
+        raise BadInput("the tar archive is truncated")
+    return data[:size]
 
-    def __init__(self, body: Readable, name: str) -> None:
-        self._body = body
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            raise BadInput("corrupt pax header") from None
+        if space < 0 or length <= 0 or pos + length > len(data):
+            raise BadInput("corrupt pax header")
+        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
+
+
+class _MemberBody(Reader):
+    """Exactly one member's bytes, read from the archive stream as they come."""
+
+    def __init__(self, stream: Readable, size: int, name: str) -> None:
+        self._stream = stream
+        self._left = size
+        self._padding = -size % 512
         self._name = name
 
     def read(self, size: int = -1) -> bytes:
-        try:
-            return self._body.read(size)
-        except (tarfile.TarError, EOFError):
-            raise BadInput(f"{self._name}: the tar archive is truncated") from None
+        if self._left <= 0:
+            return b""
+        want = self._left if size < 0 else min(size, self._left)
+        data = self._stream.read(want)
+        if not data:
+            raise BadInput(f"{self._name}: the tar archive is truncated")
+        self._left -= len(data)
+        return data
+
+    def finish(self) -> None:
+        """Skip what the consumer did not read, and the padding to the next header."""
+        while self._left > 0:
+            self.read(CHUNK)
+        if self._padding and len(read_exactly(self._stream, self._padding)) != self._padding:
+            raise BadInput(f"{self._name}: the tar archive is truncated")
 
 
 def _read_document(body: Readable, size: int, name: str) -> bytes:
@@ -214,7 +284,6 @@ def scan(src: Readable, handle_blob: BlobHandler) -> Scan:
         if body is None:
             kind = "hardlink" if member.islnk() else "special file"
             raise UnsafeArchive(f"entry {name!r} is a {kind}; shipit reads regular files only")
-        body = _TarBody(body, name)
         try:
             _take(result, seen_files, name, member.size, body, handle_blob)
         except ShipitError as exc:
