@@ -1,0 +1,895 @@
+#!/usr/bin/env bash
+# shipit integration rig: three real Docker engines and an sshd on one Debian 12
+# machine, so tests can move images between engines the way users do.
+#
+#   rig.sh up [--rebuild]   install what is missing, start everything, build the
+#                           test images, write $RIG/rig.json. Idempotent; fast
+#                           when everything is already up.
+#   rig.sh down [--purge]   stop what the rig started (by pidfile). --purge also
+#                           deletes engine data, keys and build contexts (not
+#                           the download cache).
+#   rig.sh status           one line per engine and for sshd; exit 0 iff all up.
+#
+# Engines (each with its own containerd, data-root, exec-root, socket, log):
+#   d20   Docker 20.10 (Debian 12 docker.io)           classic store
+#   d26   Docker 26.1  (Debian 13 docker.io, unpacked) classic store
+#   d26c  Docker 26.1  + containerd image store         containerd store
+# sshd on 127.0.0.1:2222; user rig-dXX gets DOCKER_HOST of engine dXX.
+#
+# State lives in ${SHIPIT_RIG_DIR:-/var/tmp/shipit-rig}; see integration/README.md.
+set -euo pipefail
+# Also fail inside $(...), e.g. in inputs_hash.
+shopt -s inherit_errexit
+
+export DEBIAN_FRONTEND=noninteractive
+# A caller's docker settings must not redirect our CLI calls, and we never touch
+# the real user's ~/.docker (DOCKER_CONFIG points into the rig).
+unset DOCKER_HOST DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
+export DOCKER_BUILDKIT=0 # classic builder: works on all three, needs no images
+
+RIG=${SHIPIT_RIG_DIR:-/var/tmp/shipit-rig}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export DOCKER_CONFIG=$RIG/docker-config
+CACHE=$RIG/cache
+TRIXIE=$CACHE/trixie # Debian 13 docker.io + containerd, unpacked with dpkg -x
+# Debian 12's CLI (20.10, API 1.41) talks to 26 by API negotiation, and it
+# exists on every machine that has docker.io, unlike /usr/local/bin/docker.
+DOCKER=/usr/bin/docker
+ENGINES=(d20 d26 d26c)
+GROUP=shipit-rig
+SSH_HOST=127.0.0.1
+# A second rig (other SHIPIT_RIG_DIR, e.g. to try rig.sh itself) needs its own
+# port; it shares the rig-* users but not their authorized keys file.
+SSH_PORT=${SHIPIT_RIG_SSH_PORT:-2222}
+AUTH_KEYS=.ssh/authorized_keys.shipit-rig-$SSH_PORT
+SSH=$RIG/ssh
+# Daemons get Debian's binaries only, never a runc or shim from /usr/local.
+BASE_PATH=/usr/sbin:/usr/bin:/sbin:/bin
+APT_SOURCES=/etc/apt/sources.list.d/shipit-trixie.sources
+APT_PREFS=/etc/apt/preferences.d/shipit-trixie
+
+log() { printf 'rig: %s\n' "$*" >&2; }
+die() {
+  printf 'rig: error: %s\n' "$*" >&2
+  exit 1
+}
+
+# ---------------------------------------------------------------- helpers
+
+# Print the PID in pidfile $1 if that process is alive and its command line
+# contains $2 (guards against a stale pidfile whose PID got reused).
+live_pid() {
+  local pidfile=$1 pattern=$2 pid
+  # (The daemon may delete its pidfile at any moment while exiting.)
+  pid=$(cat "$pidfile" 2>/dev/null) || return 1
+  pid_matches "$pid" "$pattern" || return 1
+  echo "$pid"
+}
+
+# Is process $1 alive with $2 in its command line? A zombie has an empty
+# cmdline, so it counts as dead.
+pid_matches() {
+  [[ $1 =~ ^[0-9]+$ ]] || return 1
+  { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null | grep -qF -- "$2"
+}
+
+# Write $2 to file $1 only if the content differs; exit status 0 if changed.
+write_if_changed() {
+  local file=$1 content
+  # Compare without trailing newlines, as $(<file) strips them.
+  content=$(printf '%s' "$2")
+  if [[ -f $file ]] && [[ "$(<"$file")" == "$content" ]]; then
+    return 1
+  fi
+  printf '%s\n' "$content" >"$file.tmp"
+  mv -f "$file.tmp" "$file"
+}
+
+json_str() {
+  local s=$1
+  s=${s//\\/\\\\}
+  s=${s//\"/\\\"}
+  printf '"%s"' "$s"
+}
+
+engine_dir() { echo "$RIG/$1"; }
+engine_sock() { echo "$RIG/$1/docker.sock"; }
+
+# The docker CLI against one engine.
+dk() {
+  local e=$1
+  shift
+  "$DOCKER" -H "unix://$(engine_sock "$e")" "$@"
+}
+
+# Binaries and PATH per engine. containerd finds containerd-shim-runc-v2 on its
+# PATH and the shim finds runc there: the 26 engines get trixie's binaries first
+# but Debian 12's runc (trixie's runc needs glibc 2.38; bookworm has 2.36).
+engine_prefix() {
+  case $1 in
+  d20) echo "" ;;
+  *) echo "$TRIXIE" ;;
+  esac
+}
+engine_path() {
+  local p
+  p=$(engine_prefix "$1")
+  if [[ -n $p ]]; then
+    echo "$p/usr/sbin:$p/usr/bin:$BASE_PATH"
+  else
+    echo "$BASE_PATH"
+  fi
+}
+
+# Stop the process in pidfile $1 (if alive and matching $2): TERM, wait up to
+# $3 seconds, then KILL. Removes the pidfile.
+stop_pid() {
+  local pidfile=$1 pattern=$2 timeout=${3:-30} pid i
+  if pid=$(live_pid "$pidfile" "$pattern"); then
+    kill -TERM "$pid" 2>/dev/null || true
+    # Watch the PID itself, not the pidfile, which dockerd deletes itself
+    # while shutting down.
+    for ((i = 0; i < timeout * 10; i++)); do
+      pid_matches "$pid" "$pattern" || break
+      sleep 0.1
+    done
+    if pid_matches "$pid" "$pattern"; then
+      log "pid $pid ($pattern) ignored SIGTERM for ${timeout}s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+      for ((i = 0; i < 50; i++)); do
+        pid_matches "$pid" "$pattern" || break
+        sleep 0.1
+      done
+    fi
+  fi
+  rm -f "$pidfile"
+}
+
+# ---------------------------------------------------------------- checks
+
+check_platform() {
+  if [[ $EUID -ne 0 ]]; then
+    echo "rig: must run as root (it installs packages, creates users, starts dockerd)" >&2
+    exit 3
+  fi
+  local id="" version_id=""
+  if [[ -r /etc/os-release ]]; then
+    # shellcheck disable=SC1091
+    id=$(. /etc/os-release && echo "${ID:-}")
+    # shellcheck disable=SC1091
+    version_id=$(. /etc/os-release && echo "${VERSION_ID:-}")
+  fi
+  if [[ $id != debian || $version_id != 12 ]]; then
+    echo "rig: needs Debian 12 (bookworm); this is ${id:-unknown} ${version_id:-?}" >&2
+    exit 3
+  fi
+}
+
+# Serialize concurrent rig.sh runs (several test sessions may call `up`).
+# Daemons must not inherit fd 9 (see spawn), or they would hold the lock.
+take_lock() {
+  mkdir -p "$RIG"
+  exec 9>"$RIG/.lock"
+  flock -w 900 9 || die "another rig.sh holds $RIG/.lock for 15 minutes"
+}
+
+# spawn LOG CMD...: start a daemon in the background, in its own session (so it
+# outlives this script's process group), stdin from /dev/null, output to LOG,
+# and with no other inherited fds: an inherited lock fd would keep the rig lock
+# held forever, an inherited pipe would keep a caller like `rig.sh up | tee`
+# waiting. setsid is not a group leader here, so it execs without forking and
+# $! is the daemon's PID.
+spawn() {
+  local log=$1
+  shift
+  (
+    local fd
+    for fd in /proc/"$BASHPID"/fd/*; do
+      fd=${fd##*/}
+      if ((fd > 2)); then eval "exec $fd>&-"; fi
+    done
+    exec setsid "$@" </dev/null >>"$log" 2>&1
+  ) &
+}
+
+# ---------------------------------------------------------------- packages
+
+# Keep existing config files without asking (no stdin, no tty).
+APT_INSTALL=(apt-get install -y -qq -o Dpkg::Options::=--force-confdef
+  -o Dpkg::Options::=--force-confold)
+
+APT_UPDATED=0
+apt_update_once() {
+  if [[ $APT_UPDATED == 0 ]]; then
+    log "apt-get update"
+    apt-get update -qq
+    APT_UPDATED=1
+  fi
+}
+
+ensure_packages() {
+  local pkgs=(docker.io containerd runc openssh-server openssh-client
+    busybox-static zstd iproute2 debian-archive-keyring util-linux passwd)
+  local missing=() p
+  # One dpkg-query for all (a warm `up` should not fork per package).
+  local installed
+  installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${pkgs[@]}" 2>/dev/null |
+    awk '$2 == "install" && $3 == "ok" && $4 == "installed" { print $1 }') || true
+  for p in "${pkgs[@]}"; do
+    [[ $'\n'$installed$'\n' == *$'\n'$p$'\n'* ]] || missing+=("$p")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  apt_update_once
+  log "installing ${missing[*]}"
+  # Package scripts must not start dockerd/sshd on their default sockets and
+  # ports: the rig starts its own. policy-rc.d exit 101 = "don't start".
+  local policy=/usr/sbin/policy-rc.d made_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    made_policy=1
+  fi
+  local rc=0
+  "${APT_INSTALL[@]}" "${missing[@]}" || rc=$?
+  [[ $made_policy == 1 ]] && rm -f "$policy"
+  [[ $rc == 0 ]] || die "apt-get install ${missing[*]} failed"
+}
+
+# The Debian mirror this machine already uses for bookworm (from its apt
+# sources), so the trixie source points at the same place.
+debian_mirror() {
+  local f uri=""
+  shopt -s nullglob
+  for f in /etc/apt/sources.list.d/*.sources; do
+    # deb822 stanzas are separated by blank lines; pick one whose Suites
+    # include plain "bookworm" and take its first URI.
+    uri=$(awk 'BEGIN { RS = ""; FS = "\n" }
+      { uris = ""; suites = ""
+        for (i = 1; i <= NF; i++) {
+          if ($i ~ /^URIs:/)   { sub(/^URIs:[ \t]*/, "", $i); uris = $i }
+          if ($i ~ /^Suites:/) { sub(/^Suites:[ \t]*/, "", $i); suites = " " $i " " }
+        }
+        if (suites ~ / bookworm / && uris != "") { split(uris, u, " "); print u[1]; exit }
+      }' "$f")
+    if [[ -n $uri ]]; then break; fi
+  done
+  if [[ -z $uri ]]; then
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+      [[ -r $f ]] || continue
+      uri=$(awk '$1 == "deb" { i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+                   if ($(i + 1) == "bookworm") { print $i; exit } }' "$f")
+      if [[ -n $uri ]]; then break; fi
+    done
+  fi
+  shopt -u nullglob
+  [[ -n $uri ]] || die "cannot find the Debian bookworm mirror in /etc/apt sources"
+  echo "${uri%/}"
+}
+
+# Docker 26.1 and containerd 1.7 come from Debian 13 (trixie), unpacked into
+# $TRIXIE without installing them: the system keeps Debian 12's packages.
+ensure_trixie() {
+  local stamp=$TRIXIE/.complete
+  if [[ -f $stamp && -x $TRIXIE/usr/sbin/dockerd && -x $TRIXIE/usr/bin/containerd ]]; then
+    return 0
+  fi
+  log "fetching Docker 26 + containerd 1.7 from Debian 13 (trixie)"
+
+  # Trixie's Release file is signed by the trixie keys. debian-archive-keyring
+  # 2023.3+deb12u2 (bookworm point release) carries them; an older machine
+  # gets it from bookworm itself.
+  local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  if [[ ! -e /usr/share/keyrings/debian-archive-trixie-automatic.gpg ]]; then
+    apt_update_once
+    log "upgrading debian-archive-keyring for the trixie signing keys"
+    "${APT_INSTALL[@]}" debian-archive-keyring
+    [[ -e /usr/share/keyrings/debian-archive-trixie-automatic.gpg ]] ||
+      die "debian-archive-keyring from bookworm has no trixie keys; cannot verify trixie"
+  fi
+
+  local mirror
+  mirror=$(debian_mirror)
+  write_if_changed "$APT_SOURCES" "# Added by shipit integration/rig.sh to download Docker 26 debs.
+# Pinned to 50 in $APT_PREFS: nothing is installed or upgraded from here.
+Types: deb
+URIs: $mirror
+Suites: trixie
+Components: main
+Signed-By: $keyring" || true
+  # Priority 50 (< 100 of installed versions): apt never upgrades an installed
+  # package to trixie, and prefers bookworm for anything available in both.
+  write_if_changed "$APT_PREFS" "# Added by shipit integration/rig.sh: never upgrade the system to trixie.
+Package: *
+Pin: release n=trixie
+Pin-Priority: 50" || true
+
+  # Refresh only the trixie index (keep the other lists as they are).
+  log "apt-get update (trixie source only)"
+  apt-get update -qq \
+    -o Dir::Etc::sourcelist="$APT_SOURCES" \
+    -o Dir::Etc::sourceparts=- \
+    -o APT::Get::List-Cleanup=0 ||
+    die "apt-get update of the trixie source failed (see above)"
+
+  local debs=$CACHE/debs
+  rm -rf "$debs" "$TRIXIE"
+  mkdir -p "$debs" "$TRIXIE"
+  # APT::Sandbox::User=root: the _apt user cannot write into $RIG/cache.
+  (cd "$debs" && apt-get download -qq -o APT::Sandbox::User=root \
+    -t trixie docker.io containerd) ||
+    die "apt-get download -t trixie docker.io containerd failed"
+  local deb
+  for deb in "$debs"/*.deb; do
+    dpkg -x "$deb" "$TRIXIE"
+  done
+  [[ -x $TRIXIE/usr/sbin/dockerd && -x $TRIXIE/usr/bin/containerd ]] ||
+    die "trixie debs did not contain usr/sbin/dockerd and usr/bin/containerd"
+
+  # Sanity: the system must not want to upgrade anything to trixie.
+  # (-s lines read "Inst pkg [old] (new Debian:13.x/stable [amd64])".)
+  if apt-get -s upgrade 2>/dev/null | grep -qE '^Inst .*Debian(-Security)?:13'; then
+    die "apt would upgrade packages from trixie; check $APT_PREFS"
+  fi
+  (cd "$debs" && ls ./*.deb) >"$stamp"
+}
+
+# ---------------------------------------------------------------- engines
+
+engine_config() {
+  local e=$1 d
+  d=$(engine_dir "$e")
+  mkdir -p "$d/containerd" "$d/root" "$d/exec"
+  # $RIG and $d must be traversable by the rig-* users to reach the socket;
+  # the data-root stays root-only (dockerd sets its mode itself).
+  chmod 755 "$RIG" "$d"
+
+  # One containerd per engine, started by us (not dockerd's managed one): we
+  # control its binary, config and pidfile, and dockerd never latches onto a
+  # system containerd at /run/containerd/containerd.sock.
+  write_if_changed "$d/containerd/config.toml" "# containerd for rig engine $e (written by integration/rig.sh)
+version = 2
+root = \"$d/containerd/root\"
+state = \"$d/containerd/state\"
+# dockerd does not use Kubernetes' CRI plugin.
+disabled_plugins = [\"io.containerd.grpc.v1.cri\"]
+
+[grpc]
+  address = \"$d/containerd/containerd.sock\"
+
+[plugins.\"io.containerd.internal.v1.opt\"]
+  path = \"$d/containerd/opt\"" || true
+
+  # Each dockerd gets its own config file so /etc/docker/daemon.json, if any,
+  # never applies.
+  local features='{}'
+  [[ $e == d26c ]] && features='{"features": {"containerd-snapshotter": true}}'
+  write_if_changed "$d/daemon.json" "$features" || true
+}
+
+# Engines whose containerd this run (re)started.
+declare -A CONTAINERD_STARTED=()
+
+start_containerd() {
+  local e=$1 d bin pid
+  d=$(engine_dir "$e")
+  bin=$(engine_prefix "$e")/usr/bin/containerd
+  if pid=$(live_pid "$d/containerd/containerd.pid" "$d/containerd/config.toml"); then
+    return 0
+  fi
+  log "$e: starting containerd ($("$bin" --version | awk '{print $3}'))"
+  CONTAINERD_STARTED[$e]=1
+  # A socket left by a killed containerd would fool wait_containerd.
+  rm -f "$d/containerd/containerd.pid" "$d/containerd/containerd.sock"
+  PATH=$(engine_path "$e") spawn "$d/containerd/containerd.log" \
+    "$bin" --config "$d/containerd/config.toml"
+  echo $! >"$d/containerd/containerd.pid"
+}
+
+wait_containerd() {
+  local e=$1 d i
+  d=$(engine_dir "$e")
+  for ((i = 0; i < 300; i++)); do
+    live_pid "$d/containerd/containerd.pid" "$d/containerd/config.toml" >/dev/null ||
+      die "$e: containerd exited; last log lines:
+$(tail -n 20 "$d/containerd/containerd.log")"
+    [[ -S $d/containerd/containerd.sock ]] && return 0
+    sleep 0.1
+  done
+  die "$e: containerd socket did not appear in 30s; last log lines:
+$(tail -n 20 "$d/containerd/containerd.log")"
+}
+
+# PID of a dockerd we start in this run (to detect an early exit).
+declare -A STARTED_DOCKERD=()
+
+start_dockerd() {
+  local e=$1 d bin
+  d=$(engine_dir "$e")
+  bin=$(engine_prefix "$e")/usr/sbin/dockerd
+  if live_pid "$d/docker.pid" "$d/docker.sock" >/dev/null; then
+    if [[ -z ${CONTAINERD_STARTED[$e]:-} ]]; then
+      return 0
+    fi
+    # Its containerd died and was restarted: dockerd's gRPC client would only
+    # reconnect after a backoff of seconds (builds failed with "connection
+    # refused" meanwhile), so restart dockerd too.
+    log "$e: containerd was restarted; restarting dockerd"
+    stop_pid "$d/docker.pid" "$d/docker.sock" 60
+  fi
+  # dockerd refuses to start over a pidfile whose PID is alive (maybe reused).
+  rm -f "$d/docker.pid"
+  local args=(
+    --config-file "$d/daemon.json"
+    --data-root "$d/root"
+    --exec-root "$d/exec"
+    -H "unix://$d/docker.sock"
+    --pidfile "$d/docker.pid"
+    --containerd "$d/containerd/containerd.sock"
+    # The socket is root:shipit-rig 0660 so the ssh users can reach it.
+    --group "$GROUP"
+    # No networking setup on the host: containers run with --network none.
+    --iptables=false --bridge=none --ip-forward=false
+  )
+  [[ $e != d20 ]] && args+=(--ip6tables=false)
+  log "$e: starting dockerd ($("$bin" --version | sed 's/^Docker version //'))"
+  PATH=$(engine_path "$e") spawn "$d/dockerd.log" "$bin" "${args[@]}"
+  STARTED_DOCKERD[$e]=$!
+}
+
+wait_dockerd() {
+  local e=$1 d i pid=${STARTED_DOCKERD[$1]:-}
+  d=$(engine_dir "$e")
+  for ((i = 0; i < 600; i++)); do
+    if dk "$e" version -f '{{.Server.Version}}' >/dev/null 2>&1; then
+      return 0
+    fi
+    if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+      die "$e: dockerd exited during startup; last log lines:
+$(tail -n 20 "$d/dockerd.log")"
+    fi
+    sleep 0.1
+  done
+  die "$e: dockerd did not answer on $(engine_sock "$e") within 60s; last log lines:
+$(tail -n 20 "$d/dockerd.log")"
+}
+
+# ---------------------------------------------------------------- images
+
+# Build inputs of image $1, one "SOURCE DEST" line each: the files in
+# integration/images/$1 plus inputs that must not live in the repo (busybox,
+# and for layered ~8 MB of real binary files: glibc's gconv modules, present
+# on every Debian machine, so layer sizes and compression look real).
+context_sources() {
+  local name=$1 f
+  (cd "$HERE/images/$name" && find . -type f | LC_ALL=C sort) | while read -r f; do
+    echo "$HERE/images/$name/${f#./} ${f#./}"
+  done
+  echo "/bin/busybox busybox"
+  if [[ $name == layered ]]; then
+    local gconv
+    # (grep without -m: an early exit would SIGPIPE dpkg and fail the pipe)
+    gconv=$(dpkg -L libc6 | grep '/gconv$' | head -n1 || true)
+    [[ -d $gconv ]] || die "libc6 has no gconv directory"
+    find "$gconv" -maxdepth 1 -type f -name '*.so' | LC_ALL=C sort | while read -r f; do
+      echo "$f bulk/${f##*/}"
+    done
+  fi
+}
+
+# Small files generated into the layered context (gone.txt is deleted by an
+# upper layer; check.sh verifies that).
+LAYERED_KEPT="kept"
+LAYERED_GONE="this file is deleted by an upper layer"
+
+# Hash of image $1's build inputs (names, modes, contents), stored as an image
+# label so an unchanged image is not rebuilt. Computed from the sources, so a
+# warm `up` does not have to copy the context.
+inputs_hash() {
+  local name=$1 list srcs
+  list=$(context_sources "$name")
+  mapfile -t srcs < <(cut -d' ' -f1 <<<"$list")
+  # Destination names, then modes and contents of the sources, one process
+  # each (a warm `up` hashes ~260 files; a fork per file would cost seconds).
+  {
+    cut -d' ' -f2 <<<"$list"
+    stat -c %a "${srcs[@]}"
+    sha256sum "${srcs[@]}" | cut -d' ' -f1
+    if [[ $name == layered ]]; then printf '%s\n%s\n' "$LAYERED_KEPT" "$LAYERED_GONE"; fi
+  } | sha256sum | cut -c1-32
+}
+
+# Build context for image $1 in $RIG/build/$1, made only when a build needs it.
+make_context() {
+  local name=$1 ctx=$RIG/build/$1 src dst
+  rm -rf "$ctx"
+  mkdir -p "$ctx"
+  context_sources "$name" | while read -r src dst; do
+    mkdir -p "$(dirname "$ctx/$dst")"
+    cp -p "$src" "$ctx/$dst"
+  done
+  if [[ $name == layered ]]; then
+    mkdir -p "$ctx/data"
+    echo "$LAYERED_KEPT" >"$ctx/data/kept.txt"
+    echo "$LAYERED_GONE" >"$ctx/data/gone.txt"
+  fi
+}
+
+image_label() {
+  dk "$1" image inspect -f '{{index .Config.Labels "shipit.rig.inputs"}}' "$2" 2>/dev/null || true
+}
+
+# build_image ENGINE NAME TAG...: build unless every tag already carries the
+# label with the current inputs hash (or REBUILD=1).
+declare -A INPUTS_HASH=() CONTEXT_MADE=()
+build_image() {
+  local e=$1 name=$2 d hash
+  shift 2
+  d=$(engine_dir "$e")
+  [[ -n ${INPUTS_HASH[$name]:-} ]] || INPUTS_HASH[$name]=$(inputs_hash "$name")
+  hash=${INPUTS_HASH[$name]}
+  local tag need=$REBUILD tagargs=()
+  for tag in "$@"; do
+    tagargs+=(-t "$tag")
+    [[ "$(image_label "$e" "$tag")" == "$hash" ]] || need=1
+  done
+  [[ $need == 1 ]] || return 0
+  if [[ -z ${CONTEXT_MADE[$name]:-} ]]; then
+    make_context "$name"
+    CONTEXT_MADE[$name]=1
+  fi
+  log "$e: building $name ($*)"
+  # --network none: there is no bridge network on these engines.
+  if ! dk "$e" build --network none --force-rm --label "shipit.rig.inputs=$hash" \
+    "${tagargs[@]}" "$RIG/build/$name" >"$d/build-$name.log" 2>&1; then
+    die "$e: building $name failed:
+$(tail -n 20 "$d/build-$name.log")"
+  fi
+  # A rebuild leaves the previous image untagged; drop such leftovers of ours.
+  dk "$e" image prune -f --filter "label=shipit.rig.inputs" >/dev/null 2>&1 || true
+}
+
+# run_check ENGINE IMAGE EXPECTED: the image runs and prints exactly EXPECTED.
+run_check() {
+  local e=$1 image=$2 want=$3 got
+  got=$(dk "$e" run --rm --network none "$image" 2>&1) ||
+    die "$e: docker run $image failed: $got"
+  [[ $got == "$want" ]] || die "$e: docker run $image printed '$got', expected '$want'"
+}
+
+ensure_images() {
+  local e
+  for e in "${ENGINES[@]}"; do
+    build_image "$e" rosie rosie:latest rosie:test
+    build_image "$e" layered layered:latest
+  done
+  # Proves the runtime (containerd, shim, runc) works on every engine, not just
+  # the API. The three engines run in parallel to keep a warm `up` fast.
+  local pids=() p
+  for e in "${ENGINES[@]}"; do
+    (run_check "$e" rosie:latest "Hello, World!" && run_check "$e" layered:latest "layered ok") &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do
+    wait "$p" || die "a smoke test failed (see above)"
+  done
+}
+
+# ---------------------------------------------------------------- ssh
+
+ensure_users() {
+  getent group "$GROUP" >/dev/null || groupadd --system "$GROUP"
+  local e u home
+  for e in "${ENGINES[@]}"; do
+    u=rig-$e
+    if ! id "$u" >/dev/null 2>&1; then
+      log "creating user $u"
+      useradd --create-home --shell /bin/bash --groups "$GROUP" "$u"
+    fi
+    id -nG "$u" | tr ' ' '\n' | grep -qx "$GROUP" || usermod -aG "$GROUP" "$u"
+    # sshd refuses a locked account ("!" in shadow); "*" = no password login
+    # but not locked.
+    [[ "$(getent shadow "$u" | cut -d: -f2)" == "*" ]] || usermod -p '*' "$u"
+    home=$(getent passwd "$u" | cut -d: -f6)
+    mkdir -p "$home/.ssh"
+    # sshd's StrictModes wants the user (or root) to own these, not writable
+    # by others. The rig's own dir is under /var/tmp (mode 1777), which
+    # StrictModes would reject, hence the keys live in the home directory.
+    write_if_changed "$home/$AUTH_KEYS" "$(cat "$SSH/id_ed25519.pub")" || true
+    chown -R "$u:" "$home/.ssh"
+    chmod 700 "$home/.ssh"
+    chmod 600 "$home/$AUTH_KEYS"
+  done
+}
+
+ensure_ssh_keys() {
+  mkdir -p "$SSH"
+  chmod 755 "$SSH"
+  local t
+  for t in ed25519 rsa; do
+    [[ -s $SSH/ssh_host_${t}_key ]] ||
+      ssh-keygen -q -t "$t" -N '' -C "shipit-rig-host" -f "$SSH/ssh_host_${t}_key"
+  done
+  [[ -s $SSH/id_ed25519 ]] ||
+    ssh-keygen -q -t ed25519 -N '' -C "shipit-rig-client" -f "$SSH/id_ed25519"
+  chmod 600 "$SSH"/ssh_host_*_key "$SSH/id_ed25519"
+}
+
+ensure_sshd() {
+  local e conf=$SSH/sshd_config
+  local cfg="# sshd for the shipit rig (written by integration/rig.sh)
+ListenAddress $SSH_HOST:$SSH_PORT
+HostKey $SSH/ssh_host_ed25519_key
+HostKey $SSH/ssh_host_rsa_key
+PidFile $SSH/sshd.pid
+# No PAM: a plain sshd without systemd/logind; users have '*' as password.
+UsePAM no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+AllowUsers rig-d20 rig-d26 rig-d26c
+AuthorizedKeysFile $AUTH_KEYS
+PrintMotd no
+X11Forwarding no
+# Tests may open many connections at once.
+MaxStartups 100:30:200
+MaxSessions 100
+Subsystem sftp internal-sftp
+"
+  for e in "${ENGINES[@]}"; do
+    # Only the first SetEnv that applies is used, so DOCKER_HOST and PATH go
+    # on one line. PATH puts Debian's docker CLI (has 'system dial-stdio')
+    # first, whatever else is in /usr/local/bin.
+    cfg+="
+Match User rig-$e
+  SetEnv DOCKER_HOST=unix://$(engine_sock "$e") PATH=/usr/bin:/bin:/usr/sbin:/sbin
+"
+  done
+  local changed=0
+  write_if_changed "$conf" "$cfg" && changed=1
+  # Privilege separation directory; normally created by the service unit.
+  mkdir -p /run/sshd
+  chmod 755 /run/sshd
+  /usr/sbin/sshd -t -f "$conf" || die "sshd rejects $conf"
+
+  local pid
+  if pid=$(live_pid "$SSH/sshd.pid" "$conf"); then
+    if [[ $changed == 1 ]]; then
+      log "sshd: config changed, reloading"
+      kill -HUP "$pid"
+      sleep 0.5
+    fi
+  else
+    log "starting sshd on $SSH_HOST:$SSH_PORT"
+    rm -f "$SSH/sshd.pid"
+    # sshd daemonizes itself and writes the PidFile.
+    /usr/sbin/sshd -f "$conf" -E "$SSH/sshd.log" 9>&- </dev/null ||
+      die "sshd failed to start; last log lines:
+$(tail -n 20 "$SSH/sshd.log")"
+  fi
+  local i
+  for ((i = 0; i < 100; i++)); do
+    live_pid "$SSH/sshd.pid" "$conf" >/dev/null && return 0
+    sleep 0.1
+  done
+  die "sshd did not come up; last log lines:
+$(tail -n 20 "$SSH/sshd.log")"
+}
+
+write_ssh_client_files() {
+  local e hosts="" t
+  for t in ed25519 rsa; do
+    hosts+="[$SSH_HOST]:$SSH_PORT $(cut -d' ' -f1,2 "$SSH/ssh_host_${t}_key.pub")
+"
+  done
+  write_if_changed "$SSH/known_hosts" "${hosts%$'\n'}" || true
+  local cfg="# OpenSSH client config for the shipit rig (written by integration/rig.sh).
+# Use: ssh -F $SSH/config rig-d26 docker version
+"
+  for e in "${ENGINES[@]}"; do
+    cfg+="
+Host rig-$e
+  HostName $SSH_HOST
+  Port $SSH_PORT
+  User rig-$e
+  IdentityFile $SSH/id_ed25519
+  IdentitiesOnly yes
+  UserKnownHostsFile $SSH/known_hosts
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+  UpdateHostKeys no
+  BatchMode yes
+  PasswordAuthentication no
+"
+  done
+  write_if_changed "$SSH/config" "$cfg" || true
+  chmod 644 "$SSH/config" "$SSH/known_hosts"
+}
+
+rig_ssh() { ssh -F "$SSH/config" -o ConnectTimeout=10 "$@"; }
+
+# Over ssh, user rig-dXX's `docker version` must reach engine dXX.
+check_ssh() {
+  local e want got
+  for e in "${ENGINES[@]}"; do
+    want=$(dk "$e" version -f '{{.Server.Version}}')
+    got=$(rig_ssh "rig-$e" docker version -f '{{.Server.Version}}' </dev/null 2>&1) ||
+      die "ssh rig-$e docker version failed: $got"
+    [[ $got == "$want" ]] || die "ssh rig-$e reached server '$got', expected '$want'"
+  done
+}
+
+# ---------------------------------------------------------------- rig.json
+
+write_rig_json() {
+  local e first=1 ver api store zstd drv out
+  out="{\"rig_dir\": $(json_str "$RIG"),
+ \"engines\": {"
+  for e in "${ENGINES[@]}"; do
+    # "version" is the upstream one (20.10.24); "server_version" is what the
+    # engine reports, with Debian's suffix (20.10.24+dfsg1).
+    ver=$(dk "$e" version -f '{{.Server.Version}}')
+    api=$(dk "$e" version -f '{{.Server.APIVersion}}')
+    drv=$(dk "$e" info -f '{{json .DriverStatus}}')
+    store=classic
+    [[ $drv == *io.containerd.snapshotter.v1* ]] && store=containerd
+    # zstd layers load from Engine 23.0 = API 1.42 on.
+    zstd=false
+    if ((${api%%.*} > 1 || (${api%%.*} == 1 && ${api#*.} >= 42))); then zstd=true; fi
+    [[ $first == 1 ]] || out+=","
+    first=0
+    out+="
+  $(json_str "$e"): {\"socket\": $(json_str "unix://$(engine_sock "$e")"), \"ssh_alias\": $(json_str "rig-$e"), \"ssh_user\": $(json_str "rig-$e"), \"version\": $(json_str "${ver%%+*}"), \"server_version\": $(json_str "$ver"), \"api_version\": $(json_str "$api"), \"store\": \"$store\", \"zstd\": $zstd}"
+  done
+  local fps="" t fp
+  for t in ed25519 rsa; do
+    fp=$(ssh-keygen -l -E sha256 -f "$SSH/ssh_host_${t}_key.pub" | awk '{print $2}')
+    [[ -n $fps ]] && fps+=", "
+    case $t in
+    ed25519) fps+="\"ssh-ed25519\": $(json_str "$fp")" ;;
+    rsa) fps+="\"ssh-rsa\": $(json_str "$fp")" ;;
+    esac
+  done
+  out+="},
+ \"ssh\": {\"host\": \"$SSH_HOST\", \"port\": $SSH_PORT, \"config\": $(json_str "$SSH/config"), \"known_hosts\": $(json_str "$SSH/known_hosts"), \"identity\": $(json_str "$SSH/id_ed25519"), \"host_key_fingerprints\": {$fps}},
+ \"docker_cli\": $(json_str "$DOCKER")}"
+  write_if_changed "$RIG/rig.json" "$out" || true
+  chmod 644 "$RIG/rig.json"
+}
+
+# ---------------------------------------------------------------- commands
+
+REBUILD=0
+
+cmd_up() {
+  local arg e
+  for arg in "$@"; do
+    case $arg in
+    --rebuild) REBUILD=1 ;;
+    *) die "up: unknown argument $arg" ;;
+    esac
+  done
+  [[ ${SHIPIT_RIG_REBUILD:-0} == 1 ]] && REBUILD=1
+  check_platform
+  take_lock
+  mkdir -p "$CACHE" "$DOCKER_CONFIG"
+  chmod 755 "$RIG"
+
+  ensure_packages
+  ensure_trixie
+
+  ensure_ssh_keys
+  ensure_users # needs the client public key
+
+  for e in "${ENGINES[@]}"; do
+    engine_config "$e"
+    start_containerd "$e"
+  done
+  for e in "${ENGINES[@]}"; do
+    wait_containerd "$e"
+    start_dockerd "$e"
+  done
+  for e in "${ENGINES[@]}"; do
+    wait_dockerd "$e"
+  done
+
+  ensure_sshd
+  write_ssh_client_files
+
+  ensure_images
+  check_ssh
+  write_rig_json
+  log "up: $(cmd_status_lines | tr '\n' ';' | sed 's/;$//; s/;/; /g')"
+  log "rig description: $RIG/rig.json"
+}
+
+cmd_down() {
+  local purge=0 arg e d
+  for arg in "$@"; do
+    case $arg in
+    --purge) purge=1 ;;
+    *) die "down: unknown argument $arg" ;;
+    esac
+  done
+  if [[ $EUID -ne 0 ]]; then
+    echo "rig: must run as root" >&2
+    exit 3
+  fi
+  [[ -d $RIG ]] || return 0
+  take_lock
+  # dockerds first (they stop their containers), in parallel, then their
+  # containerds, then sshd.
+  local pids=()
+  for e in "${ENGINES[@]}"; do
+    d=$(engine_dir "$e")
+    stop_pid "$d/docker.pid" "$d/docker.sock" 60 &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  pids=()
+  for e in "${ENGINES[@]}"; do
+    d=$(engine_dir "$e")
+    stop_pid "$d/containerd/containerd.pid" "$d/containerd/config.toml" 30 &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  stop_pid "$SSH/sshd.pid" "$SSH/sshd_config" 10
+  log "down: stopped"
+  if [[ $purge == 1 ]]; then
+    # Unmount whatever a killed daemon may have left mounted below $RIG
+    # before deleting, deepest first, so rm never crosses into a mount.
+    awk -v r="$RIG/" 'index($2, r) == 1 { print $2 }' /proc/self/mounts |
+      sort -r | while read -r m; do umount -l "$m" || true; done
+    for e in "${ENGINES[@]}"; do
+      rm -rf "$(engine_dir "$e")"
+    done
+    rm -rf "$RIG/build" "$SSH" "$RIG/rig.json" "$DOCKER_CONFIG"
+    log "down --purge: removed engine data, keys and build contexts (kept $CACHE)"
+  fi
+}
+
+# One line per component; exit status 0 iff all are up.
+cmd_status_lines() {
+  local e d rc=0 ver pid
+  for e in "${ENGINES[@]}"; do
+    d=$(engine_dir "$e")
+    if ver=$(timeout 10 "$DOCKER" -H "unix://$(engine_sock "$e")" version -f '{{.Server.Version}}' 2>/dev/null); then
+      pid=$(live_pid "$d/docker.pid" "$d/docker.sock" || echo "?")
+      echo "$e: up (Docker $ver, pid $pid, unix://$(engine_sock "$e"))"
+    else
+      echo "$e: down"
+      rc=1
+    fi
+  done
+  if pid=$(live_pid "$SSH/sshd.pid" "$SSH/sshd_config") &&
+    timeout 15 ssh -F "$SSH/config" -o ConnectTimeout=5 rig-d20 true </dev/null 2>/dev/null; then
+    echo "sshd: up (pid $pid, $SSH_HOST:$SSH_PORT)"
+  else
+    echo "sshd: down"
+    rc=1
+  fi
+  return $rc
+}
+
+cmd_status() {
+  cmd_status_lines
+}
+
+main() {
+  local cmd=${1:-}
+  [[ $# -gt 0 ]] && shift
+  case $cmd in
+  up) cmd_up "$@" ;;
+  down) cmd_down "$@" ;;
+  status) cmd_status "$@" ;;
+  *)
+    echo "usage: $0 up [--rebuild] | down [--purge] | status" >&2
+    exit 2
+    ;;
+  esac
+}
+
+# Sourcing the file (for debugging a single step) defines the functions only.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+  main "$@"
+fi
