@@ -290,7 +290,7 @@ ensure_trixie() {
   local mirror
   mirror=$(debian_mirror)
   write_if_changed "$APT_SOURCES" "# Added by shipit integration/rig.sh to download Docker 26 debs.
-# Pinned to 50 in $APT_PREFS: nothing is installed or upgraded from here.
+# Pinned to 50 in $APT_PREFS: no installed package is upgraded from here.
 Types: deb
 URIs: $mirror
 Suites: trixie
