@@ -10,7 +10,6 @@ from typing import Any
 
 import docker
 from testcontainers.core.container import DockerContainer
-from testcontainers.core.waiting_utils import wait_for_logs
 
 # No registry is reachable: testcontainers' reaper image cannot be pulled.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
@@ -73,12 +72,19 @@ def remove(rig: dict[str, Any], engine: str, *refs: str) -> None:
 def run_image(rig: dict[str, Any], engine: str, image: str) -> str:
     """Run ``image`` on ``engine`` with testcontainers and wait for its known output."""
     expected = OUTPUT[image]
-    container = DockerContainer(image, docker_client_kw={"base_url": socket(rig, engine)})
+    # testcontainers builds its client with docker.from_env: point it at the engine through
+    # the environment it reads, and let the API version be negotiated (20.10 tops at 1.41).
+    env = {"DOCKER_HOST": socket(rig, engine)}
+    container = DockerContainer(image, docker_client_kw={"environment": env, "version": "auto"})
     container.with_kwargs(network_mode="none")
     with container:
-        wait_for_logs(container, expected, timeout=60)
-        out, _ = container.get_logs()
-    return out.decode()
+        # The rig's images print and exit: wait for the exit, then read everything.
+        status = container.get_wrapped_container().wait(timeout=60)
+        out, err = container.get_logs()
+    text = out.decode() + err.decode()
+    assert status["StatusCode"] == 0, f"{image} on {engine} exited {status}: {text}"
+    assert expected in text, f"{image} on {engine} printed {text!r}"
+    return text
 
 
 def client(rig: dict[str, Any], engine: str) -> docker.DockerClient:
