@@ -6,7 +6,6 @@ cd "$(dirname "$0")/.."
 RIG_DIR="${SHIPIT_RIG_DIR:-/var/tmp/shipit-rig}"
 SHIPIT=".venv/bin/shipit"
 export SHIPIT_SSH_CONFIG="$RIG_DIR/ssh/config"
-docker_cli=$(python3 -c "import json;print(json.load(open('$RIG_DIR/rig.json'))['docker_cli'])")
 
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 

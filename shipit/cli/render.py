@@ -119,6 +119,10 @@ def progress_bar(label: str, total: int | None, quiet: bool) -> Iterator[Events 
         yield events
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def print_report(report: Report, as_json: bool, verb: str) -> None:
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -134,7 +138,7 @@ def print_report(report: Report, as_json: bool, verb: str) -> None:
         where = f" to {report.output}"
     speed = report.bytes_read / report.seconds / 1e6 if report.seconds else 0
     typer.echo(
-        f"{verb} {', '.join(data['images'])}{where}: {data['layers']} layers, "
+        f"{verb} {', '.join(data['images'])}{where}: {_count(data['layers'], 'layer')}, "
         f"{human(report.bytes_read)} read, {human(report.bytes_sent)} written "
         f"({report.ratio:.2f}x, {report.compression}) in {report.seconds:.1f} s ({speed:.0f} MB/s)",
         err=True,
