@@ -259,7 +259,9 @@ def _blob_key(path: str) -> str:
 
 
 def _final_key(scan: Scan, key: str) -> str:
-    while key in scan.aliases:
+    seen: set[str] = set()
+    while key in scan.aliases and key not in seen:
+        seen.add(key)
         key = scan.aliases[key]
     return key
 

@@ -279,7 +279,7 @@ def scan(src: Readable, handle_blob: BlobHandler) -> Scan:
         if member.isdir():
             continue
         if member.issym():
-            _add_alias(result, name, member.linkname)
+            _add_alias(result, seen_files, name, member.linkname)
             continue
         if body is None:
             kind = "hardlink" if member.islnk() else "special file"
@@ -293,13 +293,16 @@ def scan(src: Readable, handle_blob: BlobHandler) -> Scan:
     return result
 
 
-def _add_alias(result: Scan, name: str, target: str) -> None:
+def _add_alias(result: Scan, seen_files: dict[str, str], name: str, target: str) -> None:
     # Engine ≤ 24 writes a symlink for a layer.tar whose content another layer has.
     if not name.endswith("/layer.tar"):
         raise UnsafeArchive(f"entry {name!r} is a symlink; only legacy layer.tar may be one")
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
     if target.startswith("/") or resolved.startswith("..") or resolved == name:
         raise UnsafeArchive(f"symlink {name!r} -> {target!r} points outside the archive")
+    # A name is a link or a file, once: a file under a link's name would make links loop.
+    if seen_files.setdefault(name, f"-> {resolved}") != f"-> {resolved}":
+        raise BadInput(f"{name}: appears twice in the archive with different content")
     result.aliases[name] = resolved
 
 
