@@ -264,7 +264,18 @@ def _read_document(body: Readable, size: int, name: str) -> bytes:
 
 
 def _looks_like_json(head: bytes) -> bool:
-    return head.lstrip()[:1] in (b"{", b"[")
+    # An uncompressed layer whose first entry is named "[…" or "{…" starts like JSON too.
+    return head.lstrip()[:1] in (b"{", b"[") and not _is_tar_header(head)
+
+
+def _is_tar_header(head: bytes) -> bool:
+    if len(head) < 512 or head[257:262] != b"ustar":
+        return False
+    try:
+        tarfile.TarInfo.frombuf(head[:512], "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
 
 
 def scan(src: Readable, handle_blob: BlobHandler) -> Scan:
