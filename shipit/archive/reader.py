@@ -173,6 +173,8 @@ def _members(stream: Readable) -> Iterator[tuple[tarfile.TarInfo, str, Readable 
             info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
         except tarfile.HeaderError as exc:
             raise BadInput(f"not a tar archive, or a corrupt one: {exc}") from None
+        if info.size < 0:
+            raise BadInput(f"corrupt tar header: entry {info.name!r} has a negative size")
         if info.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE):
             data = _meta(stream, info.size)
             if info.type == tarfile.XHDTYPE:
@@ -193,6 +195,8 @@ def _members(stream: Readable) -> Iterator[tuple[tarfile.TarInfo, str, Readable 
                 info.size = int(overrides["size"])
             except ValueError:
                 raise BadInput("corrupt pax header: size is not a number") from None
+            if info.size < 0:
+                raise BadInput("corrupt pax header: size is negative")
         overrides = {}
         name = _member_name(info.name)
         size = info.size if info.type in _REGULAR else 0
