@@ -11,19 +11,38 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from shipit.archive.model import Image
+from shipit.archive.reader import CountingReader
 from shipit.compression import Codec
 from shipit.daemon import Endpoint, EngineInfo, image_inspect, load_stream, probe, resolve_endpoint
 from shipit.daemon import save_stream as daemon_save_stream
-from shipit.errors import BadInput, ShipitError, Unsupported, UsageError, VerificationFailed
+from shipit.delta import Delta, image_layers, plan
+from shipit.errors import (
+    BadInput,
+    EngineError,
+    ShipitError,
+    Unsupported,
+    UsageError,
+    VerificationFailed,
+)
 from shipit.oci import familiar_ref, short
-from shipit.pipeline import IterReader, Result, run, scan_only
-from shipit.progress import Progress
+from shipit.pipeline import (
+    IterReader,
+    Producer,
+    Result,
+    Subscriber,
+    Tee,
+    run,
+    scan_only,
+    subscriber_stream,
+)
+from shipit.progress import Event, Progress
 from shipit.sinks import FileSink
 from shipit.transform import LayerPolicy
 
@@ -49,6 +68,9 @@ class Report:
     layers: int = 0
     layers_sent: int = 0
     layers_recompressed: int = 0
+    layers_skipped: int = 0
+    bytes_saved: int = 0
+    attempts: int = 1
     bytes_read: int = 0
     bytes_sent: int = 0
     seconds: float = 0.0
@@ -68,6 +90,9 @@ class Report:
             "layers": self.layers,
             "layers_sent": self.layers_sent,
             "layers_recompressed": self.layers_recompressed,
+            "layers_skipped": self.layers_skipped,
+            "bytes_saved": self.bytes_saved,
+            "attempts": self.attempts,
             "bytes_read": self.bytes_read,
             "bytes_sent": self.bytes_sent,
             "ratio": round(self.ratio, 3),
@@ -88,13 +113,17 @@ class Report:
         return out
 
 
+def layer_digests(result: Result) -> set[str]:
+    return {b.digest for b in result.blobs}
+
+
 def _report(result: Result, codec: str) -> Report:
     names = [familiar_ref(n) for image in result.images for n in image.names]
     layers = {layer.key for image in result.images for m in image.manifests() for layer in m.layers}
     return Report(
         images=names,
         layers=len(layers),
-        layers_sent=len(result.sent),
+        layers_sent=sum(1 for d in result.sent if d in layer_digests(result)),
         layers_recompressed=sum(1 for b in result.blobs if b.rewritten),
         bytes_read=result.bytes_in,
         bytes_sent=result.bytes_out,
@@ -293,6 +322,45 @@ def load(
     return report
 
 
+@dataclass
+class TargetResult:
+    """How shipping went for one target: a report, or the error that stopped it."""
+
+    target: str
+    report: Report | None = None
+    error: ShipitError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.report is not None:
+            return {"target": self.target, "ok": True, "report": self.report.to_dict()}
+        assert self.error is not None
+        return {
+            "target": self.target,
+            "ok": False,
+            "error": str(self.error),
+            "exit_code": self.error.exit_code,
+        }
+
+
+@dataclass
+class _Target:
+    """One destination during a ship: its connection, what it reads, what it lacks."""
+
+    name: str
+    endpoint: Endpoint
+    info: EngineInfo
+    codec: Codec
+    delta: Delta
+    result: Result = field(default_factory=Result)
+    loaded: list[str] = field(default_factory=list)
+    error: ShipitError | None = None
+    attempts: int = 0
+
+
 def ship(
     images: list[str],
     to: str,
@@ -302,27 +370,185 @@ def ship(
     connect: Connect = Connect(),  # noqa: B008 - frozen
     progress: Progress | None = None,
     verify: bool = True,
+    full: bool = False,
 ) -> Report:
-    """Stream images from one engine into another, recompressed for the target, and check
-    that what landed has the source's config and diff_ids."""
+    """Stream images from one engine into another, recompressed for the target, sending
+    only the layers it lacks, and check that what landed has the source's config and
+    diff_ids. Raises the target's error if it failed."""
+    (outcome,) = ship_many(
+        images,
+        [to],
+        source=source,
+        codec=codec,
+        connect=connect,
+        progress=progress,
+        verify=verify,
+        full=full,
+    )
+    if outcome.error is not None:
+        raise outcome.error
+    assert outcome.report is not None
+    return outcome.report
+
+
+def ship_many(
+    images: list[str],
+    targets: list[str],
+    *,
+    source: str | None = None,
+    codec: Codec | None = None,
+    connect: Connect = Connect(),  # noqa: B008 - frozen
+    progress: Progress | None = None,
+    verify: bool = True,
+    full: bool = False,
+) -> list[TargetResult]:
+    """Ship to several targets from one read of the source: each distinct layer
+    compression is produced once, targets are fed concurrently, each with its own delta.
+    A target that fails does not stop the others; its error is in its result."""
     names = _checked_names(images)
+    if not targets:
+        raise UsageError("name at least one --to target")
+    outcomes = {name: TargetResult(name) for name in targets}
     with ExitStack() as stack:
-        target = stack.enter_context(connect.open(to))
-        info = probe(target)
-        chosen = choose_codec(info, codec, local=target.session is None)
         origin = stack.enter_context(connect.open(source))
+        layers = image_layers(origin, names)  # ImageNotFound before any target is touched
+        live: list[_Target] = []
+        for name in dict.fromkeys(targets):
+            try:
+                live.append(_open_target(stack, connect, name, codec, layers, full))
+            except ShipitError as exc:
+                outcomes[name].error = exc
         if progress is not None:
             progress.total = _save_size(origin, names)
-        src = IterReader(daemon_save_stream(origin, names))
-        sink = DaemonSink(target, info)
-        result, loaded = run(
-            src, sink, LayerPolicy(chosen, readable=sink.readable), progress=progress
-        )
-        report = _report(result, str(chosen))
-        report.target, report.loaded = info, loaded
+        pending = live
+        while pending:
+            for target in pending:
+                target.attempts += 1
+                target.result, target.error = Result(), None
+            _transfer(origin, names, pending, progress)
+            for target in pending:
+                _settle(target, verify)
+            # A target that lost a layer between the check and the load: once more, whole.
+            pending = [t for t in pending if t.error is not None and _retry_whole(t)]
+        for target in live:
+            if target.error is not None:
+                outcomes[target.name].error = target.error
+            else:
+                report = _report(target.result, str(target.codec))
+                report.target, report.loaded = target.info, target.loaded
+                report.layers_skipped = len(target.result.skipped)
+                report.bytes_saved = target.result.bytes_saved
+                report.attempts = target.attempts
+                outcomes[target.name].report = report
+    return [outcomes[name] for name in targets]
+
+
+def _open_target(
+    stack: ExitStack,
+    connect: Connect,
+    name: str,
+    codec: Codec | None,
+    layers: list[list[str]],
+    full: bool,
+) -> _Target:
+    endpoint = stack.enter_context(connect.open(name))
+    info = probe(endpoint)
+    chosen = choose_codec(info, codec, local=endpoint.session is None)
+    delta = Delta(endpoint.name) if full else plan(endpoint, info, layers)
+    return _Target(name, endpoint, info, chosen, delta)
+
+
+def _retry_whole(target: _Target) -> bool:
+    if target.attempts > 1 or not target.result.skipped:
+        return False
+    if not isinstance(target.error, EngineError | VerificationFailed):
+        return False
+    target.delta = Delta(target.endpoint.name)
+    return True
+
+
+def _settle(target: _Target, verify: bool) -> None:
+    """After the load: skipped blobs still there (containerd), then what landed."""
+    if target.error is not None:
+        return
+    try:
+        if not target.delta.still_has(target.result.skipped):
+            raise VerificationFailed(
+                f"after loading into {target.endpoint.name}: a skipped layer has gone missing"
+            )
         if verify:
-            _verify_landed(target, info, result)
-    return report
+            _verify_landed(target.endpoint, target.info, target.result)
+    except ShipitError as exc:
+        target.error = exc
+
+
+def _transfer(
+    origin: Endpoint, names: list[str], targets: list[_Target], progress: Progress | None
+) -> None:
+    """One read of the source; one producer per distinct codec; one thread per target."""
+    emit = progress.emit if progress else (lambda event: None)
+    groups: dict[str, list[_Target]] = {}
+    for target in targets:
+        groups.setdefault(str(target.codec), []).append(target)
+    try:
+        counting = CountingReader(
+            IterReader(daemon_save_stream(origin, names)), lambda n: emit(Event("read", n))
+        )
+    except ShipitError as exc:
+        for target in targets:
+            target.error = exc
+        return
+    tee = Tee(counting, len(groups)) if len(groups) > 1 else None
+    producers: list[Producer] = []
+    workers: list[threading.Thread] = []
+    for n, members in enumerate(groups.values()):
+        subscribers = [Subscriber(t.name) for t in members]
+        readable = frozenset.intersection(*(readable_by(t.info) for t in members))
+        policy = LayerPolicy(
+            members[0].codec,
+            readable=readable,
+            skip=_skip_for(members),
+        )
+        src = tee.reader(n) if tee else counting
+        drop = (lambda n=n: tee.drop(n)) if tee else None
+        producers.append(Producer(src, policy, subscribers, on_done=drop))
+        for target, subscriber in zip(members, subscribers, strict=True):
+            workers.append(
+                threading.Thread(
+                    target=_feed, args=(target, subscriber, progress), name=f"shipit-{target.name}"
+                )
+            )
+    for thread in [*producers, *workers]:
+        thread.start()
+    try:
+        for worker in workers:
+            while worker.is_alive():
+                worker.join(0.2)  # short joins keep Ctrl-C responsive
+    finally:
+        for producer in producers:
+            producer.stop()
+    for target in targets:
+        target.result.bytes_in = counting.count
+
+
+def _skip_for(group: list[_Target]) -> Callable[[str], bool]:
+    """A blob is left unread only when no target of the group needs it."""
+    return lambda digest: all(t.delta.pre_skip(digest) for t in group)
+
+
+def _feed(target: _Target, subscriber: Subscriber, progress: Progress | None) -> None:
+    stream = subscriber_stream(
+        subscriber, target.result, progress=progress, send_blob=target.delta.wants
+    )
+    try:
+        target.loaded = load_stream(target.endpoint, stream)
+    except ShipitError as exc:
+        target.error = exc
+    except Exception as exc:  # a bug must not take the other targets down
+        target.error = ShipitError(f"shipping to {target.name}: {exc}")
+    finally:
+        stream.close()
+        subscriber.leave()
 
 
 def _save_size(engine: Endpoint, names: list[str]) -> int | None:
@@ -372,5 +598,6 @@ __all__ = [
     "load",
     "save",
     "ship",
+    "ship_many",
     "verify",
 ]

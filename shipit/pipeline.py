@@ -1,96 +1,240 @@
-"""source → image model → transforms → sink, with reading and writing overlapped.
+"""source → image model → transforms → sink(s), with reading and writing overlapped.
 
 A producer thread reads the source archive and recompresses each layer into an anonymous
-temp file (the tar header that follows needs its size); the calling thread writes each
-finished blob to the sink while the next one is being read. When the source ends, the
-tree is rewritten and the documents, ``index.json`` and ``manifest.json`` follow.
+temp file (the tar header that follows needs its size); each sink's thread writes every
+finished blob while the next one is being read. When the source ends, the tree is
+rewritten and the documents, ``index.json`` and ``manifest.json`` follow.
+
+One source can feed several sinks: the source is read once, each distinct layer
+compression is produced once (one producer per compression, fed by a tee), and every
+sink of a producer reads the same temp files at its own pace, choosing which blobs it
+needs (a target that already has a layer is not sent it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from shipit.archive import model
-from shipit.archive.reader import BlobRecord, CountingReader, Scan, scan
+from shipit.archive.reader import CHUNK, BlobRecord, CountingReader, Scan, scan
 from shipit.archive.writer import OCI_LAYOUT, TarStream
 from shipit.compression import Readable, Reader
 from shipit.progress import Event, Progress
 from shipit.transform import LayerPolicy, Output, rewrite
 
-#: Finished blobs waiting for the sink. They sit in temp files, so this bounds disk use,
-#: not memory; it lets compression run ahead of a slow sink by a few layers.
-READY_DEPTH = 3
+#: Finished blobs a sink may fall behind by. They sit in temp files, so this bounds disk
+#: use, not memory; it lets compression run ahead of a slow sink by a few layers.
+READY_DEPTH = 4
+#: Bytes of source a slower compression may fall behind a faster one (fan-out).
+TEE_DEPTH = 16  # chunks of CHUNK bytes
 
 
 class _Cancelled(Exception):
     pass
 
 
+class SharedSpool:
+    """A finished blob in an anonymous temp file, read by several sinks independently."""
+
+    def __init__(self, file: BinaryIO, readers: int) -> None:
+        self._file = file
+        self._fd = file.fileno()
+        self._refs = readers
+        self._lock = threading.Lock()
+
+    def reader(self) -> Reader:
+        return _SpoolReader(self._fd)
+
+    def release(self) -> None:
+        with self._lock:
+            self._refs -= 1
+            if self._refs == 0:
+                self._file.close()
+
+
+class _SpoolReader(Reader):
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._pos = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = os.pread(self._fd, CHUNK if size < 0 else size, self._pos)
+        self._pos += len(data)
+        return data
+
+
 @dataclass
 class Result:
-    """What a conversion did, filled in as the stream is consumed."""
+    """What one sink got, filled in as its stream is consumed."""
 
     images: list[model.Image] = field(default_factory=list)
     blobs: list[BlobRecord] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)  # digests of blobs written to the sink
-    skipped: list[str] = field(default_factory=list)  # digests the sink already had
+    skipped: list[BlobRecord] = field(default_factory=list)  # blobs the sink already had
     bytes_in: int = 0
     bytes_out: int = 0
     seconds: float = 0.0
     output: Output | None = None
     scan: Scan | None = None
 
+    @property
+    def bytes_saved(self) -> int:
+        return sum(record.size for record in self.skipped)
 
-class _Producer(threading.Thread):
-    def __init__(self, src: Readable, policy: LayerPolicy, allow_missing: frozenset[str]) -> None:
+
+class Subscriber:
+    """One sink's view of a producer: its own queue of finished blobs."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ready: queue.Queue[tuple[str, Any]] = queue.Queue(READY_DEPTH)
+        self.gone = threading.Event()  # the sink failed or finished: stop feeding it
+
+    def leave(self) -> None:
+        self.gone.set()
+        while True:  # release whatever is still queued for it
+            try:
+                kind, value = self.ready.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "blob" and value[1] is not None:
+                value[1].release()
+
+
+class Producer(threading.Thread):
+    """Reads one source and hands every finished blob to each live subscriber."""
+
+    def __init__(
+        self,
+        src: Readable,
+        policy: LayerPolicy,
+        subscribers: list[Subscriber],
+        allow_missing: frozenset[str] = frozenset(),
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(name="shipit-reader", daemon=True)
         self.src = src
         self.policy = policy
+        self.subscribers = subscribers
         self.allow_missing = allow_missing
-        self.ready: queue.Queue[tuple[str, Any]] = queue.Queue(READY_DEPTH)
         self.cancel = threading.Event()
+        self._on_done = on_done
 
     def run(self) -> None:
         try:
-            self.policy.on_blob = lambda record: self._put(("blob", record))
+            self.policy.on_blob = self._blob
             scanned = scan(self.src, self.policy)
             images = model.build(scanned, allow_missing=self.allow_missing)
-            self._put(("done", (scanned, images, rewrite(images, scanned))))
+            self._broadcast("done", (scanned, images, rewrite(images, scanned)))
         except _Cancelled:
             pass
-        except BaseException as exc:  # handed to the consumer, which raises it
+        except BaseException as exc:  # handed to every subscriber, which raises it
             with contextlib.suppress(_Cancelled):
-                self._put(("error", exc))
+                self._broadcast("error", exc)
+        finally:
+            if self._on_done:
+                self._on_done()
 
-    def _put(self, item: tuple[str, Any]) -> None:
+    def _blob(self, record: BlobRecord) -> None:
+        live = [s for s in self.subscribers if not s.gone.is_set()]
+        shared = SharedSpool(record.spool, len(live)) if record.spool is not None else None
+        record.spool = None  # the subscribers own it now, through `shared`
+        if shared is not None and not live:
+            shared._refs = 1
+            shared.release()
+        for subscriber in live:
+            self._put(subscriber, ("blob", (record, shared)))
+
+    def _broadcast(self, kind: str, value: Any) -> None:
+        for subscriber in self.subscribers:
+            self._put(subscriber, (kind, value))
+
+    def _put(self, subscriber: Subscriber, item: tuple[str, Any]) -> None:
         while True:
             if self.cancel.is_set():
-                if item[0] == "blob" and item[1].spool is not None:
-                    item[1].spool.close()
+                if item[0] == "blob" and item[1][1] is not None:
+                    item[1][1].release()
                 raise _Cancelled()
+            if subscriber.gone.is_set():
+                if item[0] == "blob" and item[1][1] is not None:
+                    item[1][1].release()
+                return
             try:
-                self.ready.put(item, timeout=0.1)
+                subscriber.ready.put(item, timeout=0.1)
                 return
             except queue.Full:
                 continue
 
     def stop(self) -> None:
         self.cancel.set()
-        # Free whatever finished blobs are still queued (their temp files vanish on close).
-        while True:
-            try:
-                kind, value = self.ready.get_nowait()
-            except queue.Empty:
-                break
-            if kind == "blob" and value.spool is not None:
-                value.spool.close()
+        for subscriber in self.subscribers:
+            subscriber.leave()
         self.join(timeout=5)
+
+
+def subscriber_stream(
+    subscriber: Subscriber,
+    result: Result,
+    *,
+    progress: Progress | None = None,
+    send_blob: Callable[[BlobRecord], bool] = lambda record: True,
+    manifest_json: bool = True,
+) -> Generator[bytes, None, None]:
+    """The bytes of one sink's archive; ``result`` is complete when the iterator ends.
+
+    ``send_blob`` may decline a blob the sink already has; the manifests still list it.
+    """
+    emit = progress.emit if progress else (lambda event: None)
+    tar = TarStream()
+    started = time.monotonic()
+
+    def out(data: bytes) -> bytes:
+        result.bytes_out += len(data)
+        return data
+
+    try:
+        yield out(tar.start())
+        while True:
+            kind, value = subscriber.ready.get()
+            if kind == "error":
+                raise value
+            if kind == "done":
+                result.scan, result.images, result.output = value
+                break
+            record, shared = value
+            result.blobs.append(record)
+            emit(Event("blob", record.size, record=record))
+            try:
+                if record.digest in tar.written:
+                    continue
+                if shared is None or not send_blob(record):
+                    result.skipped.append(record)
+                    continue
+                result.sent.append(record.digest)
+                for chunk in tar.blob(record.digest, record.size, shared.reader()):
+                    emit(Event("sent", len(chunk)))
+                    yield out(chunk)
+            finally:
+                if shared is not None:
+                    shared.release()
+        assert result.output is not None
+        for digest, raw in result.output.documents.items():
+            yield out(tar.blob_bytes(digest, raw))
+        yield out(tar.data("oci-layout", OCI_LAYOUT))
+        yield out(tar.data("index.json", result.output.index_json))
+        if manifest_json:
+            yield out(tar.data("manifest.json", result.output.manifest_json))
+        yield out(tar.end())
+    finally:
+        subscriber.leave()
+        result.seconds = time.monotonic() - started
 
 
 def convert_stream(
@@ -103,59 +247,19 @@ def convert_stream(
     allow_missing: frozenset[str] = frozenset(),
     manifest_json: bool = True,
 ) -> Generator[bytes, None, None]:
-    """Yield the output archive's bytes; ``result`` is complete when the iterator ends.
-
-    ``send_blob`` may decline a blob the sink already has; the manifests still list it.
-    """
+    """One source into one sink: the output archive's bytes."""
     emit = progress.emit if progress else (lambda event: None)
     counting = CountingReader(src, lambda n: emit(Event("read", n)))
-    producer = _Producer(counting, policy, allow_missing)
-    tar = TarStream()
-    started = time.monotonic()
-
-    def out(data: bytes) -> bytes:
-        result.bytes_out += len(data)
-        return data
-
+    subscriber = Subscriber("output")
+    producer = Producer(counting, policy, [subscriber], allow_missing)
     producer.start()
     try:
-        yield out(tar.start())
-        while True:
-            kind, value = producer.ready.get()
-            if kind == "error":
-                raise value
-            if kind == "done":
-                result.scan, result.images, result.output = value
-                break
-            record: BlobRecord = value
-            result.blobs.append(record)
-            emit(Event("blob", record.size, record=record))
-            try:
-                if record.digest in tar.written:
-                    continue
-                if not send_blob(record):
-                    result.skipped.append(record.digest)
-                    continue
-                assert record.spool is not None
-                result.sent.append(record.digest)
-                for chunk in tar.blob(record.digest, record.size, record.spool):
-                    emit(Event("sent", len(chunk)))
-                    yield out(chunk)
-            finally:
-                if record.spool is not None:
-                    record.spool.close()
-        assert result.output is not None
-        for digest, raw in result.output.documents.items():
-            yield out(tar.blob_bytes(digest, raw))
-        yield out(tar.data("oci-layout", OCI_LAYOUT))
-        yield out(tar.data("index.json", result.output.index_json))
-        if manifest_json:
-            yield out(tar.data("manifest.json", result.output.manifest_json))
-        yield out(tar.end())
+        yield from subscriber_stream(
+            subscriber, result, progress=progress, send_blob=send_blob, manifest_json=manifest_json
+        )
     finally:
         producer.stop()
         result.bytes_in = counting.count
-        result.seconds = time.monotonic() - started
 
 
 def scan_only(src: Readable, policy: LayerPolicy, progress: Progress | None = None) -> Result:
@@ -190,13 +294,59 @@ class IterReader(Reader):
             if chunk is None:
                 break
             self._buf += chunk
-            if size < 0:
-                continue
         if size < 0:
             data, self._buf = self._buf, b""
         else:
             data, self._buf = self._buf[:size], self._buf[size:]
         return data
+
+
+class Tee:
+    """Reads one source once and serves it to several readers, each a bounded
+    buffer behind; a reader that goes away (its sinks all failed) is dropped."""
+
+    def __init__(self, src: Readable, readers: int) -> None:
+        self._src = src
+        self._queues: list[queue.Queue[bytes | BaseException | None]] = [
+            queue.Queue(TEE_DEPTH) for _ in range(readers)
+        ]
+        self._gone = [threading.Event() for _ in range(readers)]
+        self._thread = threading.Thread(target=self._pump, name="shipit-tee", daemon=True)
+        self._thread.start()
+
+    def reader(self, n: int) -> Readable:
+        return IterReader(self._chunks(n))
+
+    def drop(self, n: int) -> None:
+        self._gone[n].set()
+
+    def _chunks(self, n: int) -> Generator[bytes, None, None]:
+        while True:
+            item = self._queues[n].get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _pump(self) -> None:
+        item: bytes | BaseException | None
+        while True:
+            try:
+                item = self._src.read(CHUNK) or None
+            except BaseException as exc:
+                item = exc
+            for q, gone in zip(self._queues, self._gone, strict=True):
+                while not gone.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+            if item is None or isinstance(item, BaseException):
+                return
+            if all(g.is_set() for g in self._gone):
+                return
 
 
 class Sink(Protocol):
@@ -222,7 +372,7 @@ def run(
 ) -> tuple[Result, Any]:
     """Convert ``src`` into ``sink``; returns the result and whatever the sink reported."""
     result = Result()
-    stream: Generator[bytes, None, None] = convert_stream(
+    stream = convert_stream(
         src, policy, result, progress=progress, send_blob=send_blob, allow_missing=allow_missing
     )
     try:

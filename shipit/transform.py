@@ -86,6 +86,8 @@ class LayerPolicy:
     spool: bool = True
     full: bool = False
     max_layer: int = DEFAULT_MAX_LAYER
+    #: Blobs (by the digest that names them) no sink needs: checked, not kept or recompressed.
+    skip: Callable[[str], bool] = lambda digest: False
     on_blob: Callable[[BlobRecord], None] | None = None
     on_bytes: Callable[[int], None] | None = None
     records: list[BlobRecord] = field(default_factory=list)
@@ -96,9 +98,10 @@ class LayerPolicy:
         kind = compression.detect(head)
         raw = _Hashing(_Prefixed(head, body))
         # Anonymous (unlinked at birth): gone when closed or when the process dies.
-        spool = tempfile.TemporaryFile(dir=spool_dir()) if self.spool else None  # noqa: SIM115
+        keep = self.spool and not (expected and self.skip(expected))
+        spool = tempfile.TemporaryFile(dir=spool_dir()) if keep else None  # noqa: SIM115
         try:
-            record = self._process(key, kind, head, raw, spool)
+            record = self._process(key, kind, head, raw, spool, rewrite=keep or not self.spool)
             if record.source_size != size:
                 raise BadInput(f"blob {key}: read {record.source_size} bytes, tar says {size}")
             if expected and record.source_digest != expected:
@@ -125,10 +128,16 @@ class LayerPolicy:
         return None if codec is None or codec.name == kind else codec
 
     def _process(
-        self, key: str, kind: str, head: bytes, raw: _Hashing, spool: BinaryIO | None
+        self,
+        key: str,
+        kind: str,
+        head: bytes,
+        raw: _Hashing,
+        spool: BinaryIO | None,
+        rewrite: bool = True,
     ) -> BlobRecord:
         is_layer = kind != "none" or _is_tar(head)
-        codec = self._want(kind, head)
+        codec = self._want(kind, head) if rewrite else None
         if codec is None:
             # Already what was asked for: the bytes pass through untouched.
             diff_id = self._pass_through(kind, raw, spool) if is_layer else None

@@ -239,7 +239,7 @@ def _from_legacy(scan: Scan, allow_missing: frozenset[str]) -> list[Image]:
             uncompressed = record is not None and record.source_compression == "none"
             if uncompressed and record.source_digest != diff_id:  # type: ignore[union-attr]
                 raise DigestMismatch(
-                    f"{what}: layer {path} is {short(record.source_digest)}, "  # type: ignore[union-attr]
+                    f"{what}: layer {path!r} is {short(record.source_digest)}, "  # type: ignore[union-attr]
                     f"config says {short(diff_id)}"
                 )
             layers.append(Layer(key if record is None else _final_key(scan, key), None, diff_id))
@@ -275,7 +275,7 @@ def _legacy_config(scan: Scan, path: str, what: str) -> Document:
         if doc is not None:
             stem = path.removesuffix(".json")
             if doc.digest != f"sha256:{stem}":
-                raise DigestMismatch(f"{what}: config {path} has digest {short(doc.digest)}")
+                raise DigestMismatch(f"{what}: config {path!r} has digest {short(doc.digest)}")
     if doc is None:
-        raise BadInput(f"{what}: config {path} is missing from the archive")
+        raise BadInput(f"{what}: config {path!r} is missing from the archive")
     return doc

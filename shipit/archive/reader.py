@@ -26,8 +26,9 @@ from shipit.errors import BadInput, DigestMismatch, ShipitError, TooLarge, Unsaf
 from shipit.oci import MAX_DOCUMENT, Document, short
 
 CHUNK = 1 << 20
-_BLOB = re.compile(r"^blobs/([^/]+)/([^/]+)$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_BLOB = re.compile(r"\Ablobs/([^/]+)/([^/]+)\Z")
+_HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no entry shipit reads has one in its name
 _TOP_DOCS = {"index.json", "manifest.json", "oci-layout", "repositories"}
 
 
@@ -139,7 +140,7 @@ def _member_name(raw: str) -> str:
     while name.startswith("./"):
         name = name[2:]
     name = name.rstrip("/")
-    if not name or "\x00" in name or "\\" in name:
+    if not name or _CONTROL.search(name) or "\\" in name:
         raise UnsafeArchive(f"entry name {raw!r} is not acceptable")
     if name.startswith("/"):
         raise UnsafeArchive(f"entry {raw!r} has an absolute path")

@@ -1,7 +1,8 @@
-"""``shipit IMAGE... --to TARGET``: the headline command."""
+"""``shipit IMAGE... --to TARGET [--to TARGET...]``: the headline command."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
@@ -17,17 +18,25 @@ from shipit.cli.render import (
     SshConfigOption,
     codec_option,
     connect_options,
+    human,
     print_report,
     progress_bar,
 )
 from shipit.cli.targets import TARGET_FORMS, TARGET_HELP
+from shipit.errors import ShipitError
 
 
 @app.command()
 def ship(
     images: Annotated[list[str], typer.Argument(metavar="IMAGE", help="Images to ship.")],
     to: Annotated[
-        str, typer.Option("--to", metavar="TARGET", help="Engine to load into. " + TARGET_FORMS)
+        list[str],
+        typer.Option(
+            "--to",
+            metavar="TARGET",
+            help="Engine to load into; repeat for several (the source is read once). "
+            + TARGET_FORMS,
+        ),
     ],
     source: Annotated[
         str | None,
@@ -35,6 +44,9 @@ def ship(
     ] = None,
     compression: CompressionOption = None,
     level: LevelOption = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Send every layer, even those the target has.")
+    ] = False,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
     no_verify: Annotated[
@@ -44,12 +56,12 @@ def ship(
     ssh_config: SshConfigOption = None,
     accept_new_host_key: AcceptNewHostKeyOption = False,
 ) -> None:
-    """Stream images from one engine into another, recompressed for the target (zstd
-    where it reads zstd, gzip where not, none into a local classic store). Also runs
-    without the word: `shipit IMAGE... --to TARGET`."""
+    """Stream images from one engine into others, recompressed for each target (zstd
+    where it reads zstd, gzip where not, none into a local classic store), sending only
+    the layers a target lacks. Also runs without the word: `shipit IMAGE... --to TARGET`."""
     codec = codec_option(compression, level, None)
     with progress_bar("shipping", None, quiet) as progress:
-        report = api.ship(
+        outcomes = api.ship_many(
             images,
             to,
             source=source,
@@ -57,5 +69,45 @@ def ship(
             connect=connect_options(ssh_config, accept_new_host_key),
             progress=progress,
             verify=not no_verify,
+            full=full,
         )
-    print_report(report, as_json, "shipped")
+    failures = [o.error for o in outcomes if o.error is not None]
+    if len(outcomes) == 1:
+        if failures:
+            raise failures[0]
+        assert outcomes[0].report is not None
+        print_report(outcomes[0].report, as_json, "shipped")
+        return
+    if as_json:
+        typer.echo(json.dumps({"targets": [o.to_dict() for o in outcomes]}, indent=2))
+    else:
+        _table(outcomes)
+    if failures:
+        codes = {f.exit_code for f in failures}
+        raise typer.Exit(codes.pop() if len(codes) == 1 else 1)
+
+
+def _table(outcomes: list[api.TargetResult]) -> None:
+    rows = [("target", "result", "store", "layers sent/skipped", "bytes sent", "seconds")]
+    for o in outcomes:
+        engine = o.report.target if o.report is not None else None
+        if o.report is not None and engine is not None:
+            r = o.report
+            rows.append(
+                (
+                    o.target,
+                    "ok",
+                    f"{engine.image_store} {engine.engine_version}",
+                    f"{r.layers_sent}/{r.layers_skipped}",
+                    human(r.bytes_sent),
+                    f"{r.seconds:.1f}",
+                )
+            )
+        else:
+            rows.append((o.target, "FAILED", "", "", "", ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for o in outcomes:
+        if isinstance(o.error, ShipitError):
+            typer.echo(f"shipit: error: {o.target}: {o.error}", err=True)

@@ -1,0 +1,224 @@
+"""Send a target only the layers it lacks — without ever leaving it an incomplete image.
+
+**Classic store.** Layers are keyed by chain ID (the layer and everything below it). On
+load the engine computes each layer's chain ID from the config and does not even open the
+layer file when that chain exists (moby ``image/tar/load.go``). So a layer may be left out
+when, at every position where the images being sent use it, its chain already exists on
+the target. ``manifest.json`` still lists it.
+
+**Containerd store.** A missing blob is fine only if the content store holds that exact
+blob: when only the snapshot exists, the load "succeeds" but the image can never be saved
+or pushed again. The Docker API (Engine 26) shows no content store, so shipit asks
+containerd itself, with a *probe load*: a two-layer image whose first layer is a tiny
+dummy shipped with it and whose second layer is the candidate blob under a layer media
+type no decompressor knows. Its chain cannot exist, so the engine must unpack it, and the
+applier opens the blob before it looks for a decompressor (containerd
+``diff/apply.Apply``). "failed to get stream processor" therefore proves the blob is in
+the content store; "content digest … not found" proves it is not. Nothing is unpacked
+either way, and the probe image is deleted at once. Only blobs whose diff_id some image
+on the target already has are probed (a few, each ~0.2 s), and after the load every
+skipped blob is probed again, so a blob lost in between triggers a full resend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import platform
+import secrets
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from shipit.archive.reader import BlobRecord
+from shipit.archive.writer import OCI_LAYOUT, TarStream
+from shipit.daemon import Endpoint, EngineInfo, image_inspect, load_stream
+from shipit.errors import EngineError, ShipitError
+from shipit.oci import (
+    ANNOTATION_IMAGE_NAME,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    Document,
+    chain_ids,
+    sha256_digest,
+)
+
+PROBE_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.shipit-probe"
+PROBE_REPO = "shipit-probe.invalid/probe"
+_PRESENT = "failed to get stream processor"
+_ABSENT = "not found"
+
+
+@dataclass
+class Delta:
+    """What one target already has, and so need not be sent."""
+
+    target: str
+    skip_diff_ids: frozenset[str] = frozenset()  # classic: chains that exist everywhere used
+    candidates: frozenset[str] = frozenset()  # containerd: diff_ids worth a probe
+    endpoint: Endpoint | None = None  # containerd: where to probe
+    probed: dict[str, bool] = field(default_factory=dict)
+
+    def pre_skip(self, digest: str) -> bool:
+        """Skip a blob named by its digest before reading it (classic, uncompressed)."""
+        return digest in self.skip_diff_ids
+
+    def wants(self, record: BlobRecord) -> bool:
+        """Whether the target needs this blob sent."""
+        if record.diff_id is None:
+            return True
+        if record.diff_id in self.skip_diff_ids:
+            return False
+        if self.endpoint is not None and record.diff_id in self.candidates:
+            return not self.has_blob(record)
+        return True
+
+    def has_blob(self, record: BlobRecord) -> bool:
+        assert self.endpoint is not None
+        if record.digest not in self.probed:
+            self.probed[record.digest] = probe_blob(self.endpoint, record)
+        return self.probed[record.digest]
+
+    def still_has(self, records: Iterable[BlobRecord]) -> bool:
+        """After a load: every skipped blob is still in the content store."""
+        if self.endpoint is None:
+            return True
+        return all(probe_blob(self.endpoint, r) for r in records if r.diff_id in self.candidates)
+
+
+def image_layers(endpoint: Endpoint, refs: Iterable[str]) -> list[list[str]]:
+    """The diff_ids of each named image (ImageNotFound for one that does not exist)."""
+    out = []
+    for ref in refs:
+        details = image_inspect(endpoint, ref)
+        if details is None:
+            from shipit.errors import ImageNotFound
+
+            raise ImageNotFound(f"{endpoint.name}: no such image: {ref}")
+        out.append(list((details.get("RootFS") or {}).get("Layers") or []))
+    return out
+
+
+def _target_layers(endpoint: Endpoint) -> list[list[str]]:
+    try:
+        ids = {image["Id"] for image in endpoint.api.images(all=True)}
+    except Exception as exc:
+        raise endpoint.failure("listing images on", exc) from exc
+    layers = []
+    for image_id in sorted(ids):
+        details = image_inspect(endpoint, image_id)
+        if details:
+            layers.append(list((details.get("RootFS") or {}).get("Layers") or []))
+    return layers
+
+
+def plan(endpoint: Endpoint, info: EngineInfo, source: list[list[str]]) -> Delta:
+    """Ask the target what it holds; decide what the images in ``source`` need not send."""
+    have = _target_layers(endpoint)
+    if info.image_store == "classic":
+        have_chains = {c for layers in have for c in chain_ids(layers)}
+        needed: set[str] = set()
+        used: set[str] = set()
+        for layers in source:
+            for diff_id, chain in zip(layers, chain_ids(layers), strict=True):
+                used.add(diff_id)
+                if chain not in have_chains:
+                    needed.add(diff_id)
+        return Delta(endpoint.name, skip_diff_ids=frozenset(used - needed))
+    wanted = {d for layers in source for d in layers}
+    present = {d for layers in have for d in layers}
+    return Delta(endpoint.name, candidates=frozenset(wanted & present), endpoint=endpoint)
+
+
+# The probe ---------------------------------------------------------------------------
+
+
+def _dummy_layer() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        data = b"shipit content-store probe\n"
+        info = tarfile.TarInfo(".shipit-probe")
+        info.size, info.mtime, info.mode = len(data), 0, 0o644
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+DUMMY = _dummy_layer()
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+
+
+def probe_archive(record: BlobRecord, name: str) -> bytes:
+    """An archive whose loading proves or disproves that ``record``'s blob is stored."""
+    assert record.diff_id is not None
+    dummy_digest = sha256_digest(DUMMY)
+    config = Document.build(
+        {
+            "architecture": _ARCH,
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [dummy_digest, record.diff_id]},
+        }
+    )
+    manifest = Document.build(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config.digest, "size": config.size},
+            "layers": [
+                {"mediaType": OCI_LAYER, "digest": dummy_digest, "size": len(DUMMY)},
+                {"mediaType": PROBE_MEDIA_TYPE, "digest": record.digest, "size": record.size},
+            ],
+        }
+    )
+    index = Document.build(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": manifest.digest,
+                    "size": manifest.size,
+                    "annotations": {ANNOTATION_IMAGE_NAME: name},
+                }
+            ],
+        }
+    )
+    tar = TarStream()
+    parts = [
+        tar.start(),
+        tar.blob_bytes(dummy_digest, DUMMY),
+        tar.blob_bytes(config.digest, config.raw),
+        tar.blob_bytes(manifest.digest, manifest.raw),
+        tar.data("oci-layout", OCI_LAYOUT),
+        tar.data("index.json", index.raw),
+        tar.end(),
+    ]
+    return b"".join(parts)
+
+
+def probe_blob(endpoint: Endpoint, record: BlobRecord) -> bool:
+    """True only when the target's content store certainly holds ``record``'s blob."""
+    name = f"{PROBE_REPO}:{secrets.token_hex(8)}"
+    try:
+        load_stream(endpoint, [probe_archive(record, name)])
+        answer = ""  # no error at all: an engine this probe does not understand
+    except EngineError as exc:
+        answer = str(exc)
+    finally:
+        with contextlib.suppress(Exception):
+            endpoint.api.remove_image(name, force=True)
+    if _PRESENT in answer:
+        return True
+    if _ABSENT in answer:
+        return False
+    return False  # unknown answer: send the blob (never guess "present")
+
+
+def clean_probes(endpoint: Endpoint) -> None:
+    """Remove probe images a killed run may have left."""
+    with contextlib.suppress(ShipitError, Exception):
+        for image in endpoint.api.images(name=PROBE_REPO):
+            endpoint.api.remove_image(image["Id"], force=True)
