@@ -19,6 +19,7 @@ from shipit.oci import (
     DOCKER_CONFIG,
     INDEX_TYPES,
     MANIFEST_TYPES,
+    MAX_DOCUMENT,
     Descriptor,
     Document,
     check_digest,
@@ -148,7 +149,7 @@ def _node(
 ) -> Node | None:
     if depth > 8:
         raise BadInput(f"{what}: indexes nested deeper than 8 levels")
-    doc = scan.documents.get(desc.digest)
+    doc = _document(scan, desc.digest, f"{what}: {short(desc.digest)}")
     if doc is None:
         return None
     if doc.size != desc.size:
@@ -166,7 +167,7 @@ def _node(
     if media_type not in MANIFEST_TYPES and "layers" not in doc.value:
         raise BadInput(f"{what}: {short(desc.digest)} has unsupported media type {media_type!r}")
     config_desc, layer_descs = manifest_parts(doc, label)
-    config = scan.documents.get(config_desc.digest)
+    config = _document(scan, config_desc.digest, f"{label}: config {short(config_desc.digest)}")
     if config is None:
         raise BadInput(f"{label}: config {short(config_desc.digest)} is missing from the archive")
     if config.size != config_desc.size:
@@ -180,6 +181,14 @@ def _node(
         _check_layer(record, layer_desc.digest, layer_desc.size, diff_id, label, allow_missing)
         layers.append(Layer(layer_desc.digest, layer_desc, diff_id))
     return ImageManifest(desc, doc, config, config_desc, tuple(layers))
+
+
+def _document(scan: Scan, digest: str, what: str) -> Document | None:
+    doc = scan.documents.get(digest)
+    if doc is None and digest in scan.blobs:
+        # Read, but kept as an opaque blob: not JSON, or too large to be a document.
+        raise BadInput(f"{what} is not a JSON document of at most {MAX_DOCUMENT >> 20} MiB")
+    return doc
 
 
 def _check_layer(
