@@ -156,7 +156,7 @@ def _node(
         raise DigestMismatch(
             f"{what}: {short(desc.digest)} has {doc.size} bytes, descriptor says {desc.size}"
         )
-    media_type = desc.media_type or doc.value.get("mediaType", "")
+    media_type = _media_type(desc, doc, f"{what}: {short(desc.digest)}")
     label = f"manifest {short(desc.digest)}"
     if media_type in INDEX_TYPES or (not media_type and "manifests" in doc.value):
         children: list[Node | Descriptor] = []
@@ -189,6 +189,21 @@ def _document(scan: Scan, digest: str, what: str) -> Document | None:
         # Read, but kept as an opaque blob: not JSON, or too large to be a document.
         raise BadInput(f"{what} is not a JSON document of at most {MAX_DOCUMENT >> 20} MiB")
     return doc
+
+
+def _media_type(desc: Descriptor, doc: Document, what: str) -> str:
+    """What a manifest or index is: its descriptor must say one of the two (or nothing),
+    and must not contradict the document's own mediaType."""
+    own = doc.value.get("mediaType")
+    if own is not None and not isinstance(own, str):
+        raise BadInput(f"{what}: invalid mediaType {own!r:.80}")
+    known = INDEX_TYPES | MANIFEST_TYPES
+    declared = desc.media_type
+    if declared and declared not in known:
+        raise BadInput(f"{what}: unsupported media type {declared!r:.120}")
+    if declared and own in known and (declared in INDEX_TYPES) != (own in INDEX_TYPES):
+        raise BadInput(f"{what}: descriptor says media type {declared!r}, document says {own!r}")
+    return declared or own or ""
 
 
 def _check_layer(
