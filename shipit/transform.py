@@ -18,7 +18,7 @@ from shipit import compression
 from shipit.archive.model import Image, ImageIndex, ImageManifest, Layer
 from shipit.archive.reader import CHUNK, BlobRecord, Scan, _Prefixed
 from shipit.compression import Codec, Readable, Reader
-from shipit.errors import BadInput, DigestMismatch, TooLarge
+from shipit.errors import BadInput, DigestMismatch, TooLarge, UsageError
 from shipit.oci import (
     ANNOTATION_IMAGE_NAME,
     ANNOTATION_REF_NAME,
@@ -37,8 +37,25 @@ from shipit.oci import (
     tag_of,
 )
 
-#: Largest uncompressed layer accepted (guards against decompression bombs).
-DEFAULT_MAX_LAYER = int(os.environ.get("SHIPIT_MAX_LAYER_SIZE", str(256 << 30)))
+#: Largest uncompressed layer accepted (guards against decompression bombs), unless
+#: ``SHIPIT_MAX_LAYER_SIZE`` says otherwise.
+DEFAULT_MAX_LAYER = 256 << 30
+
+
+def max_layer_size() -> int:
+    """``SHIPIT_MAX_LAYER_SIZE`` (bytes), read when a policy is made, or the default."""
+    value = os.environ.get("SHIPIT_MAX_LAYER_SIZE", "").strip()
+    if not value:
+        return DEFAULT_MAX_LAYER
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise UsageError(
+            f"SHIPIT_MAX_LAYER_SIZE must be a positive number of bytes, not {value!r:.40}"
+        )
+    return size
 
 
 def spool_dir() -> str:
@@ -85,7 +102,7 @@ class LayerPolicy:
     readable: frozenset[str] = frozenset({"none", "gzip", "zstd", "bzip2", "xz"})
     spool: bool = True
     full: bool = False
-    max_layer: int = DEFAULT_MAX_LAYER
+    max_layer: int = field(default_factory=max_layer_size)
     #: Blobs (by the digest that names them) no sink needs: checked, not kept or recompressed.
     skip: Callable[[str], bool] = lambda digest: False
     on_blob: Callable[[BlobRecord], None] | None = None
