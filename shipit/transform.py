@@ -157,7 +157,7 @@ class LayerPolicy:
         codec = self._want(kind, head) if rewrite else None
         if codec is None:
             # Already what was asked for: the bytes pass through untouched.
-            diff_id = self._pass_through(kind, raw, spool) if is_layer else None
+            diff_id = self._pass_through(key, kind, raw, spool) if is_layer else None
             if not is_layer:
                 self._copy(raw, spool)
             return BlobRecord(
@@ -182,7 +182,9 @@ class LayerPolicy:
             if self.on_bytes:
                 self.on_bytes(len(chunk))
 
-    def _pass_through(self, kind: str, raw: _Hashing, spool: BinaryIO | None) -> str | None:
+    def _pass_through(
+        self, key: str, kind: str, raw: _Hashing, spool: BinaryIO | None
+    ) -> str | None:
         if kind == "none":
             self._copy(raw, spool)
             return raw.digest  # an uncompressed layer is its own diff_id
@@ -192,7 +194,7 @@ class LayerPolicy:
         tee = _Tee(raw, spool)
         plain = _Hashing(compression.decompressor(kind, tee))  # type: ignore[arg-type]
         while plain.read(CHUNK):
-            self._guard(plain.count, "layer")
+            self._guard(plain.count, key)
         while tee.read(CHUNK):  # trailing bytes after the compressed stream
             pass
         return plain.digest
