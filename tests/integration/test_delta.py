@@ -1,0 +1,194 @@
+"""Redeploys send only what the target lacks, on both image stores; one read of the
+source feeds several targets, and one failing target leaves the others whole."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from engines import docker_cli, inspect, remove, run_image, socket
+from test_ship import BIG, big_image  # noqa: F401 - a fixture: ~800 MB, built once per rig
+
+pytestmark = pytest.mark.integration
+
+BASE_MB = 120
+
+
+def _build_app(rig, engine: str, folder: Path) -> None:
+    """app:v1 and app:v2 on ``engine``: one ≥ 100 MB base, one small layer that differs."""
+    if inspect(rig, engine, "app:v1") and inspect(rig, engine, "app:v2"):
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "base.bin", "wb") as out:
+        for _ in range(BASE_MB // 2):  # half incompressible, half compressible
+            out.write(os.urandom(1 << 20))
+            out.write(bytes(range(256)) * 4096)
+    busybox = Path(rig["rig_dir"]) / "build" / "rosie" / "busybox"
+    (folder / "busybox").write_bytes(
+        busybox.read_bytes() if busybox.exists() else Path("/bin/busybox").read_bytes()
+    )
+    os.chmod(folder / "busybox", 0o755)
+    for version in ("v1", "v2"):
+        (folder / "app.txt").write_text(f"app {version}\n" + "x" * 20000)
+        (folder / "Dockerfile").write_text(
+            "FROM scratch\nCOPY busybox /busybox\nCOPY base.bin /base.bin\n"
+            f'COPY app.txt /app.txt\nCMD ["/busybox", "echo", "app {version} ok"]\n'
+        )
+        subprocess.run(
+            [
+                rig["docker_cli"],
+                "-H",
+                socket(rig, engine),
+                "build",
+                "-q",
+                "-t",
+                f"app:{version}",
+                str(folder),
+            ],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "DOCKER_BUILDKIT": "0"},
+        )
+
+
+def _ship(*args: object) -> dict:
+    from conftest import run_shipit
+
+    done = run_shipit(*args, "--json", timeout=600)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _run_app(rig, engine: str, version: str) -> None:
+    out = docker_cli(rig, engine, "run", "--rm", "--network", "none", f"app:{version}")
+    assert f"app {version} ok" in out
+
+
+@pytest.mark.parametrize(("source", "target"), [("d26", "d20"), ("d20", "d26"), ("d26", "d26c")])
+def test_redeploy_sends_only_the_changed_layer(rig, ssh_config, tmp_path, source, target):
+    _build_app(rig, source, tmp_path / "app")
+    remove(rig, target, "app:v1", "app:v2")
+    to = rig["engines"][target]["ssh_alias"]
+    common = ("--from", socket(rig, source), "--to", to, "--ssh-config", ssh_config)
+    first = _ship("app:v1", *common)
+    assert first["layers_skipped"] == 0 and first["bytes_sent"] > BASE_MB * 1e6 / 4
+    second = _ship("app:v2", *common)
+    assert second["bytes_sent"] <= 0.02 * first["bytes_sent"], second
+    assert second["layers_skipped"] >= 2  # busybox and the 120 MB base stayed put
+    again = _ship("app:v2", *common)
+    assert again["layers_sent"] == 0, again
+    _run_app(rig, target, "v2")
+    if rig["engines"][target]["store"] == "containerd":
+        # The skipped blobs really are in the content store: the image survives the loss
+        # of app:v1 and can still be saved (what an image missing blobs cannot do).
+        docker_cli(rig, target, "rmi", "app:v1")
+        docker_cli(rig, target, "save", "-o", str(tmp_path / "v2.tar"), "app:v2")
+        _run_app(rig, target, "v2")
+
+
+def test_containerd_snapshot_without_blob_is_not_trusted(rig, ssh_config, tmp_path):
+    """A target whose snapshot exists but whose blob does not (an image loaded from a
+    differently compressed archive) gets the blob sent, so later saves work."""
+    _build_app(rig, "d26", tmp_path / "app")
+    remove(rig, "d26c", "app:v1", "app:v2")
+    # Load v1 the plain way: the content store then holds uncompressed blobs, not zstd.
+    archive = tmp_path / "v1.tar"
+    docker_cli(rig, "d26", "save", "-o", str(archive), "app:v1")
+    docker_cli(rig, "d26c", "load", "-i", str(archive))
+    report = _ship(
+        "app:v2", "--from", socket(rig, "d26"), "--to", "rig-d26c", "--ssh-config", ssh_config
+    )
+    assert report["layers_skipped"] == 0  # the zstd blobs shipit would send are not there
+    docker_cli(rig, "d26c", "rmi", "app:v1")
+    docker_cli(rig, "d26c", "save", "-o", str(tmp_path / "v2.tar"), "app:v2")
+    _run_app(rig, "d26c", "v2")
+
+
+def test_fan_out_to_three_engines(rig, ssh_config):
+    targets = ["rig-d20", "rig-d26", "rig-d26c"]
+    for engine in ("d20", "d26c"):  # d26 is the source (and a target too)
+        remove(rig, engine, "layered:latest")
+    from conftest import run_shipit
+
+    done = run_shipit(
+        "layered:latest",
+        "--from",
+        socket(rig, "d26"),
+        "--ssh-config",
+        ssh_config,
+        *[a for t in targets for a in ("--to", t)],
+        "--json",
+        "--full",
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)["targets"]
+    assert [r["target"] for r in results] == targets and all(r["ok"] for r in results)
+    assert results[0]["report"]["compression"] == "gzip:1"  # Engine 20.10
+    assert results[2]["report"]["compression"] == "zstd:3"
+    for engine in ("d20", "d26", "d26c"):
+        assert "layered ok" in run_image(rig, engine, "layered:latest")
+
+
+def test_fan_out_survives_one_target_dying(rig, ssh_config, big_image):  # noqa: F811
+    for engine in ("d20", "d26c", "d26"):
+        if engine != "d26":
+            remove(rig, engine, BIG)
+    victim = rig["engines"]["d20"]["ssh_user"]
+    cmd = [
+        "python",
+        "-m",
+        "shipit",
+        BIG,
+        "--from",
+        socket(rig, "d26"),
+        "--ssh-config",
+        str(ssh_config),
+        "--to",
+        "rig-d20",
+        "--to",
+        "rig-d26c",
+        "--json",
+        "-q",
+    ]
+    import sys
+
+    cmd[0] = sys.executable
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    killed = threading.Event()
+
+    def kill_when_streaming() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            streaming = subprocess.run(
+                ["pgrep", "-u", victim, "-f", "dial-stdio"], capture_output=True
+            ).stdout.split()
+            if streaming:
+                time.sleep(1.5)  # well into the stream
+                subprocess.run(["pkill", "-KILL", "-u", victim])
+                killed.set()
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_when_streaming)
+    killer.start()
+    out, err = proc.communicate(timeout=900)
+    killer.join()
+    assert killed.is_set()
+    assert proc.returncode != 0 and "Traceback" not in err
+    results = {r["target"]: r for r in json.loads(out)["targets"]}
+    assert not results["rig-d20"]["ok"] and results["rig-d26c"]["ok"], results
+    assert inspect(rig, "d26c", BIG) is not None
+    assert inspect(rig, "d20", BIG) is None  # no half image on the target that died
+    docker_cli(rig, "d26c", "rmi", BIG)
