@@ -138,7 +138,8 @@ def print_report(report: Report, as_json: bool, verb: str) -> None:
         where = f" to {report.output}"
     speed = report.bytes_read / report.seconds / 1e6 if report.seconds else 0
     typer.echo(
-        f"{verb} {', '.join(data['images'])}{where}: {_count(data['layers'], 'layer')}, "
+        f"{verb} {', '.join(data['images'])}{where}: {_count(data['layers'], 'layer')}"
+        f"{f' ({report.layers_skipped} already there)' if report.layers_skipped else ''}, "
         f"{human(report.bytes_read)} read, {human(report.bytes_sent)} written "
         f"({report.ratio:.2f}x, {report.compression}) in {report.seconds:.1f} s ({speed:.0f} MB/s)",
         err=True,

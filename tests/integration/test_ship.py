@@ -61,6 +61,22 @@ def test_ship_into_same_engine_by_ssh(rig, ssh_config):
     assert inspect(rig, "d26", "rosie:latest")["Id"] == before["Id"]
 
 
+def test_remote_source_into_local_engine(rig, ssh_config):
+    remove(rig, "d26c", "layered:latest")
+    done = _ship(
+        "layered:latest",
+        "--from",
+        "rig-d20",
+        "--to",
+        socket(rig, "d26c"),
+        "--ssh-config",
+        ssh_config,
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "layered ok" in run_image(rig, "d26c", "layered:latest")
+
+
 def test_unknown_image_is_one_clear_line(rig):
     done = _ship("no-such-image:1", "--from", socket(rig, "d26"), "--to", socket(rig, "d26c"))
     assert done.returncode == 5
