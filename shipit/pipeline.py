@@ -27,7 +27,8 @@ from shipit.archive.reader import CHUNK, BlobRecord, CountingReader, Scan, scan
 from shipit.archive.writer import OCI_LAYOUT, TarStream
 from shipit.compression import Readable, Reader
 from shipit.progress import Event, Progress
-from shipit.transform import LayerPolicy, Output, rewrite
+from shipit.errors import ShipitError
+from shipit.transform import LayerPolicy, Output, rewrite, spool_dir
 
 #: Finished blobs a sink may fall behind by. They sit in temp files, so this bounds disk
 #: use, not memory; it lets compression run ahead of a slow sink by a few layers.
@@ -136,8 +137,14 @@ class Producer(threading.Thread):
         except _Cancelled:
             pass
         except BaseException as exc:  # handed to every subscriber, which raises it
+            if isinstance(exc, OSError):  # e.g. the temp folder is full
+                error: BaseException = ShipitError(
+                    f"spooling layers in {spool_dir()}: {exc.strerror or exc}"
+                )
+            else:
+                error = exc
             with contextlib.suppress(_Cancelled):
-                self._broadcast("error", exc)
+                self._broadcast("error", error)
         finally:
             if self._on_done:
                 self._on_done()

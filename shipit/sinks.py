@@ -47,7 +47,7 @@ class FileSink:
             with contextlib.suppress(OSError):
                 os.unlink(partial)
             if isinstance(exc, OSError):
-                raise ShipitError(f"{exc.strerror or exc}") from None
+                raise ShipitError(f"writing {self.path}: {exc.strerror or exc}") from None
             raise
         return written
 

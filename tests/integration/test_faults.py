@@ -1,0 +1,246 @@
+"""Broken links, dying engines, full disks and signals: shipit fails with one clear line,
+the target keeps what it had and gains no partial image, nothing is left behind, and the
+same command run again succeeds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from engines import docker_cli, inspect, remove, run_image, socket
+from test_ship import BIG, big_image  # noqa: F401 - a fixture: ~800 MB, built once per rig
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _start(*args: object, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "shipit", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _when_streaming(user: str, then, delay: float, proc: subprocess.Popen) -> threading.Thread:
+    """Once ``user``'s dial-stdio runs (the transfer is on), wait ``delay`` and act."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = subprocess.run(["pgrep", "-u", user, "-f", "dial-stdio"], capture_output=True)
+            if found.stdout.strip():
+                time.sleep(delay)
+                then()
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread
+
+
+def _one_clear_line(err: str) -> None:
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("shipit: error: "), err
+
+
+def _no_sessions_left(user: str) -> None:
+    for _ in range(50):
+        if not subprocess.run(["pgrep", "-u", user], capture_output=True).stdout.strip():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"processes of {user} still run after shipit ended")
+
+
+@pytest.mark.parametrize("delay", [0.0, 1.0, 2.5])
+def test_link_dies_mid_stream_then_rerun_succeeds(rig, ssh_config, big_image, delay):  # noqa: F811
+    user = rig["engines"]["d26c"]["ssh_user"]
+    remove(rig, "d26c", big_image)
+    args = (big_image, "--from", socket(rig, "d26"), "--to", "rig-d26c", "--ssh-config", ssh_config)
+    proc = _start(*args, "-q")
+    killer = _when_streaming(
+        user, lambda: subprocess.run(["pkill", "-KILL", "-u", user]), delay, proc
+    )
+    _, err = proc.communicate(timeout=600)
+    killer.join()
+    assert proc.returncode in (3, 5), err  # the link, or the engine reporting the cut
+    _one_clear_line(err)
+    assert inspect(rig, "d26c", big_image) is None  # no half image under the tag
+    again = _start(*args, "-q")
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert inspect(rig, "d26c", big_image) is not None
+    docker_cli(rig, "d26c", "rmi", big_image)
+
+
+def test_source_dies_during_save(rig, ssh_config, big_image):  # noqa: F811
+    """The source's save stream breaks (its SSH session is killed): a clear error, and
+    the target keeps the image it had under that tag."""
+    user = rig["engines"]["d26"]["ssh_user"]
+    before = inspect(rig, "d26c", "rosie:latest")
+    docker_cli(rig, "d26c", "tag", "rosie:latest", f"{big_image}")  # "what it had"
+    proc = _start(
+        big_image,
+        "--from",
+        "rig-d26",
+        "--to",
+        socket(rig, "d26c"),
+        "--ssh-config",
+        ssh_config,
+        "-q",
+    )
+    killer = _when_streaming(
+        user, lambda: subprocess.run(["pkill", "-KILL", "-u", user]), 1.0, proc
+    )
+    _, err = proc.communicate(timeout=600)
+    killer.join()
+    assert proc.returncode != 0
+    _one_clear_line(err)
+    assert inspect(rig, "d26c", big_image)["Id"] == before["Id"]  # unchanged
+    docker_cli(rig, "d26c", "rmi", big_image)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_during_ship(rig, ssh_config, big_image, sig, code):  # noqa: F811
+    user = rig["engines"]["d26c"]["ssh_user"]
+    remove(rig, "d26c", big_image)
+    proc = _start(
+        big_image,
+        "--from",
+        socket(rig, "d26"),
+        "--to",
+        "rig-d26c",
+        "--ssh-config",
+        ssh_config,
+        "-q",
+    )
+    watcher = _when_streaming(user, lambda: proc.send_signal(sig), 1.0, proc)
+    _, err = proc.communicate(timeout=600)
+    watcher.join()
+    assert proc.returncode == code, err
+    _one_clear_line(err)
+    _no_sessions_left(user)  # remote sessions closed
+    assert inspect(rig, "d26c", big_image) is None
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_during_save_leaves_nothing(rig, tmp_path, big_image, sig, code):  # noqa: F811
+    out = tmp_path / "out" / "big.tar"
+    out.parent.mkdir()
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    proc = _start(
+        "save",
+        big_image,
+        "--from",
+        socket(rig, "d26"),
+        "-o",
+        out,
+        "-q",
+        env={"SHIPIT_TMPDIR": str(spool)},
+    )
+    time.sleep(2.0)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    _one_clear_line(err)
+    assert list(out.parent.iterdir()) == [] and list(spool.iterdir()) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs: too small for any archive of the rig's layered image."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_disk_full_while_writing_archive(rig, small_disk):
+    out = small_disk / "layered.tar"
+    proc = _start(
+        "save", "layered:latest", "--from", socket(rig, "d26"), "-o", out, "-c", "none", "-q"
+    )
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    _one_clear_line(err)
+    assert "No space left on device" in err and str(out) in err
+    assert list(small_disk.iterdir()) == []  # no file at the path, no temp file
+
+
+def test_disk_full_in_temp_folder(rig, small_disk, tmp_path):
+    out = tmp_path / "layered.tar"
+    proc = _start(
+        "save",
+        "layered:latest",
+        "--from",
+        socket(rig, "d26"),
+        "-o",
+        out,
+        "-c",
+        "none",
+        "-q",
+        env={"SHIPIT_TMPDIR": str(small_disk)},
+    )
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    _one_clear_line(err)
+    assert "No space left on device" in err
+    assert not out.exists() and list(small_disk.iterdir()) == []
+
+
+def test_target_engine_restarts_during_load(rig, ssh_config, big_image):  # noqa: F811
+    """dockerd of the target dies mid-load and comes back: no partial image, then a
+    re-run succeeds."""
+    remove(rig, "d26c", big_image)
+    pidfile = Path(rig["rig_dir"]) / "d26c" / "docker.pid"
+    proc = _start(
+        big_image,
+        "--from",
+        socket(rig, "d26"),
+        "--to",
+        "rig-d26c",
+        "--ssh-config",
+        ssh_config,
+        "-q",
+    )
+    user = rig["engines"]["d26c"]["ssh_user"]
+
+    def kill_engine() -> None:
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+    watcher = _when_streaming(user, kill_engine, 1.0, proc)
+    _, err = proc.communicate(timeout=600)
+    watcher.join()
+    assert proc.returncode != 0
+    _one_clear_line(err)
+    subprocess.run(
+        ["bash", str(ROOT / "integration" / "rig.sh"), "up"], check=True, capture_output=True
+    )
+    assert inspect(rig, "d26c", big_image) is None
+    again = _start(
+        big_image,
+        "--from",
+        socket(rig, "d26"),
+        "--to",
+        "rig-d26c",
+        "--ssh-config",
+        ssh_config,
+        "-q",
+    )
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert "Hello" in run_image(rig, "d26c", "rosie:latest")
+    docker_cli(rig, "d26c", "rmi", big_image)
