@@ -515,7 +515,10 @@ def _transfer(
         for target, subscriber in zip(members, subscribers, strict=True):
             workers.append(
                 threading.Thread(
-                    target=_feed, args=(target, subscriber, progress), name=f"shipit-{target.name}"
+                    target=_feed,
+                    args=(target, subscriber, progress),
+                    name=f"shipit-{target.name}",
+                    daemon=True,
                 )
             )
     for thread in [*producers, *workers]:

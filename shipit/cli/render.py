@@ -106,12 +106,12 @@ def progress_bar(label: str, total: int | None, quiet: bool) -> Iterator[Events 
             state["layers"] += 1
         elif event.kind == "stage":
             bar.update(task, description=event.text)
-        ratio = f" ({state['read'] / state['sent']:.1f}x)" if state["sent"] else ""
+        done = state["layers"]
         bar.update(
             task,
             completed=state["read"],
             total=events.total if events.total else None,
-            detail=f"{state['layers']} blobs, sent {human(state['sent'])}{ratio}",
+            detail=f"{done} layer{'s' if done != 1 else ''} done, {human(state['sent'])} sent",
         )
 
     events = Events(on_event, total)
