@@ -63,25 +63,43 @@ def _no_sessions_left(user: str) -> None:
     raise AssertionError(f"processes of {user} still run after shipit ended")
 
 
+def _ship_and_interrupt(rig, ssh_config, image: str, act, delay: float) -> tuple[int, str]:
+    """Ship ``image`` from d26 to rig-d26c over SSH; ``delay`` s into the stream, call
+    ``act(proc)``. Returns shipit's exit code and stderr."""
+    remove(rig, "d26c", image)
+    proc = _start(
+        image, "--from", socket(rig, "d26"), "--to", "rig-d26c", "--ssh-config", ssh_config, "-q"
+    )
+    watcher = _when_streaming(rig["engines"]["d26c"]["ssh_user"], lambda: act(proc), delay, proc)
+    _, err = proc.communicate(timeout=600)
+    watcher.join()
+    return proc.returncode, err
+
+
+def _ship_again(rig, ssh_config, image: str) -> None:
+    again = _start(
+        image, "--from", socket(rig, "d26"), "--to", "rig-d26c", "--ssh-config", ssh_config, "-q"
+    )
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert inspect(rig, "d26c", image) is not None
+    docker_cli(rig, "d26c", "rmi", image)
+
+
 @pytest.mark.parametrize("delay", [0.0, 1.0, 2.5])
 def test_link_dies_mid_stream_then_rerun_succeeds(rig, ssh_config, big_image, delay):  # noqa: F811
     user = rig["engines"]["d26c"]["ssh_user"]
-    remove(rig, "d26c", big_image)
-    args = (big_image, "--from", socket(rig, "d26"), "--to", "rig-d26c", "--ssh-config", ssh_config)
-    proc = _start(*args, "-q")
-    killer = _when_streaming(
-        user, lambda: subprocess.run(["pkill", "-KILL", "-u", user]), delay, proc
+    code, err = _ship_and_interrupt(
+        rig,
+        ssh_config,
+        big_image,
+        lambda proc: subprocess.run(["pkill", "-KILL", "-u", user]),
+        delay,
     )
-    _, err = proc.communicate(timeout=600)
-    killer.join()
-    assert proc.returncode in (3, 5), err  # the link, or the engine reporting the cut
+    assert code in (3, 5), err  # the link, or the engine reporting the cut
     _one_clear_line(err)
     assert inspect(rig, "d26c", big_image) is None  # no half image under the tag
-    again = _start(*args, "-q")
-    _, err = again.communicate(timeout=600)
-    assert again.returncode == 0, err
-    assert inspect(rig, "d26c", big_image) is not None
-    docker_cli(rig, "d26c", "rmi", big_image)
+    _ship_again(rig, ssh_config, big_image)
 
 
 def test_source_dies_during_save(rig, ssh_config, big_image):  # noqa: F811
@@ -113,24 +131,10 @@ def test_source_dies_during_save(rig, ssh_config, big_image):  # noqa: F811
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_during_ship(rig, ssh_config, big_image, sig, code):  # noqa: F811
-    user = rig["engines"]["d26c"]["ssh_user"]
-    remove(rig, "d26c", big_image)
-    proc = _start(
-        big_image,
-        "--from",
-        socket(rig, "d26"),
-        "--to",
-        "rig-d26c",
-        "--ssh-config",
-        ssh_config,
-        "-q",
-    )
-    watcher = _when_streaming(user, lambda: proc.send_signal(sig), 1.0, proc)
-    _, err = proc.communicate(timeout=600)
-    watcher.join()
-    assert proc.returncode == code, err
+    got, err = _ship_and_interrupt(rig, ssh_config, big_image, lambda p: p.send_signal(sig), 1.0)
+    assert got == code, err
     _one_clear_line(err)
-    _no_sessions_left(user)  # remote sessions closed
+    _no_sessions_left(rig["engines"]["d26c"]["ssh_user"])  # remote sessions closed
     assert inspect(rig, "d26c", big_image) is None
 
 
@@ -204,43 +208,15 @@ def test_disk_full_in_temp_folder(rig, small_disk, tmp_path):
 def test_target_engine_restarts_during_load(rig, ssh_config, big_image):  # noqa: F811
     """dockerd of the target dies mid-load and comes back: no partial image, then a
     re-run succeeds."""
-    remove(rig, "d26c", big_image)
     pidfile = Path(rig["rig_dir"]) / "d26c" / "docker.pid"
-    proc = _start(
-        big_image,
-        "--from",
-        socket(rig, "d26"),
-        "--to",
-        "rig-d26c",
-        "--ssh-config",
-        ssh_config,
-        "-q",
+    code, err = _ship_and_interrupt(
+        rig, ssh_config, big_image, lambda p: os.kill(int(pidfile.read_text()), signal.SIGKILL), 1.0
     )
-    user = rig["engines"]["d26c"]["ssh_user"]
-
-    def kill_engine() -> None:
-        os.kill(int(pidfile.read_text()), signal.SIGKILL)
-
-    watcher = _when_streaming(user, kill_engine, 1.0, proc)
-    _, err = proc.communicate(timeout=600)
-    watcher.join()
-    assert proc.returncode != 0
+    assert code != 0
     _one_clear_line(err)
     subprocess.run(
         ["bash", str(ROOT / "integration" / "rig.sh"), "up"], check=True, capture_output=True
     )
     assert inspect(rig, "d26c", big_image) is None
-    again = _start(
-        big_image,
-        "--from",
-        socket(rig, "d26"),
-        "--to",
-        "rig-d26c",
-        "--ssh-config",
-        ssh_config,
-        "-q",
-    )
-    _, err = again.communicate(timeout=600)
-    assert again.returncode == 0, err
+    _ship_again(rig, ssh_config, big_image)
     assert "Hello" in run_image(rig, "d26c", "rosie:latest")
-    docker_cli(rig, "d26c", "rmi", big_image)
