@@ -127,6 +127,7 @@ def plan(endpoint: Endpoint, info: EngineInfo, source: list[list[str]]) -> Delta
                 if chain not in have_chains:
                     needed.add(diff_id)
         return Delta(endpoint.name, skip_diff_ids=frozenset(used - needed))
+    clean_probes(endpoint)  # a run killed mid-probe may have left one
     wanted = {d for layers in source for d in layers}
     present = {d for layers in have for d in layers}
     return Delta(endpoint.name, candidates=frozenset(wanted & present), endpoint=endpoint)
