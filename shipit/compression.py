@@ -181,6 +181,11 @@ def decompressor(kind: Kind, src: Readable) -> Readable:
     return _Guarded(lzma.LZMAFile(src, "rb"), "xz")  # type: ignore[arg-type]
 
 
+#: ISA-L's own error ("Invalid deflate block found"), not a zlib.error (its stub calls it
+#: an instance, hence the ignore).
+_ISAL_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]
+
+
 class _Guarded(Reader):
     """Turns a codec's own exceptions (truncation, corruption) into BadInput."""
 
@@ -191,7 +196,14 @@ class _Guarded(Reader):
     def read(self, size: int = -1) -> bytes:
         try:
             return self._inner.read(size)
-        except (EOFError, OSError, zlib.error, zstandard.ZstdError, lzma.LZMAError) as exc:
+        except (
+            EOFError,
+            OSError,
+            zlib.error,
+            _ISAL_ERROR,
+            zstandard.ZstdError,
+            lzma.LZMAError,
+        ) as exc:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise  # a real I/O error, not corrupt data
             detail = str(exc) or type(exc).__name__
