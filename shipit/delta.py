@@ -114,19 +114,24 @@ def _target_layers(endpoint: Endpoint) -> list[list[str]]:
     return layers
 
 
+def classic_skips(source: list[list[str]], have: list[list[str]]) -> frozenset[str]:
+    """diff_ids whose chain exists on the target at every position ``source`` uses them."""
+    have_chains = {c for layers in have for c in chain_ids(layers)}
+    needed: set[str] = set()
+    used: set[str] = set()
+    for layers in source:
+        for diff_id, chain in zip(layers, chain_ids(layers), strict=True):
+            used.add(diff_id)
+            if chain not in have_chains:
+                needed.add(diff_id)
+    return frozenset(used - needed)
+
+
 def plan(endpoint: Endpoint, info: EngineInfo, source: list[list[str]]) -> Delta:
     """Ask the target what it holds; decide what the images in ``source`` need not send."""
     have = _target_layers(endpoint)
     if info.image_store == "classic":
-        have_chains = {c for layers in have for c in chain_ids(layers)}
-        needed: set[str] = set()
-        used: set[str] = set()
-        for layers in source:
-            for diff_id, chain in zip(layers, chain_ids(layers), strict=True):
-                used.add(diff_id)
-                if chain not in have_chains:
-                    needed.add(diff_id)
-        return Delta(endpoint.name, skip_diff_ids=frozenset(used - needed))
+        return Delta(endpoint.name, skip_diff_ids=classic_skips(source, have))
     clean_probes(endpoint)  # a run killed mid-probe may have left one
     wanted = {d for layers in source for d in layers}
     present = {d for layers in have for d in layers}
