@@ -6,6 +6,7 @@ import io
 import threading
 
 from imagefactory import legacy_archive, oci_archive, sample_images, validate
+
 from shipit.compression import Codec
 from shipit.delta import classic_skips
 from shipit.pipeline import Producer, Result, Subscriber, Tee, subscriber_stream
