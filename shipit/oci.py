@@ -61,7 +61,7 @@ def sha256_digest(data: bytes) -> str:
 
 def check_digest(digest: object, what: str = "digest") -> str:
     """Return ``digest`` if it is a well-formed sha256 digest, else raise BadInput."""
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
         algo = digest.split(":", 1)[0] if isinstance(digest, str) and ":" in digest else None
         if algo and algo != "sha256":
             raise BadInput(f"{what} {digest[:80]!r}: digest algorithm {algo!r} is not supported")  # type: ignore[index]

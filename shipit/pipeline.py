@@ -26,8 +26,8 @@ from shipit.archive import model
 from shipit.archive.reader import CHUNK, BlobRecord, CountingReader, Scan, scan
 from shipit.archive.writer import OCI_LAYOUT, TarStream
 from shipit.compression import Readable, Reader
-from shipit.progress import Event, Progress
 from shipit.errors import ShipitError
+from shipit.progress import Event, Progress
 from shipit.transform import LayerPolicy, Output, rewrite, spool_dir
 
 #: Finished blobs a sink may fall behind by. They sit in temp files, so this bounds disk

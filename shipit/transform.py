@@ -345,6 +345,9 @@ def _rewrite_node(
         return Descriptor(OCI_INDEX, doc.digest, doc.size, node.descriptor.annotations)
 
     documents[node.config.digest] = node.config.raw
+    for layer in node.layers:  # JSON layers (attestations) travel with the documents
+        if scan.blob(layer.key) is None and layer.key in scan.documents:
+            documents[layer.key] = scan.documents[layer.key].raw
     if node.document is not None and node.descriptor is not None:
         layers = [_layer_descriptor(layer, scan, oci=False) for layer in node.layers]
         if all(new == layer.descriptor for new, layer in zip(layers, node.layers, strict=True)):

@@ -178,7 +178,16 @@ def _node(
     layers = []
     for layer_desc, diff_id in zip(layer_descs, diff_ids, strict=True):
         record = scan.blob(layer_desc.digest)
-        _check_layer(record, layer_desc.digest, layer_desc.size, diff_id, label, allow_missing)
+        document = scan.documents.get(layer_desc.digest)
+        if record is None and document is not None:
+            # A JSON "layer" (an in-toto attestation statement): kept as a document.
+            if document.size != layer_desc.size:
+                raise DigestMismatch(
+                    f"{label}: layer {short(layer_desc.digest)} has {document.size} bytes, "
+                    f"descriptor says {layer_desc.size}"
+                )
+        else:
+            _check_layer(record, layer_desc.digest, layer_desc.size, diff_id, label, allow_missing)
         layers.append(Layer(layer_desc.digest, layer_desc, diff_id))
     return ImageManifest(desc, doc, config, config_desc, tuple(layers))
 

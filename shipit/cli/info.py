@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from shipit.cli import app
-from shipit.daemon import probe, resolve_endpoint
 
 TARGET_HELP = (
     "The engine to ask. Omitted: $DOCKER_CONTEXT, else $DOCKER_HOST, else the current docker "
@@ -43,6 +42,8 @@ def info(
 ) -> None:
     """Show an engine's version, image store, and whether it loads zstd layers and needs
     manifest.json."""
+    from shipit.daemon import probe, resolve_endpoint
+
     with resolve_endpoint(
         target, ssh_config=ssh_config, accept_new_host_key=accept_new_host_key
     ) as endpoint:
