@@ -3,9 +3,12 @@ testcontainers to run what was shipped."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -89,3 +92,48 @@ def run_image(rig: dict[str, Any], engine: str, image: str) -> str:
 
 def client(rig: dict[str, Any], engine: str) -> docker.DockerClient:
     return docker.DockerClient(base_url=socket(rig, engine), version="1.41")
+
+
+def _process_table() -> dict[int, tuple[int, int, str]]:
+    """pid → (parent pid, owner uid, command line), read from /proc."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            uid = os.stat(f"/proc/{entry}").st_uid
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        table[int(entry)] = (ppid, uid, cmdline)
+    return table
+
+
+def session_pids(rig: dict[str, Any], user: str, command: str = "") -> list[int]:
+    """Processes of ``user`` under this rig's sshd (not another rig's sharing the user)."""
+    import pwd
+
+    sshd = int((Path(rig["rig_dir"]) / "ssh" / "sshd.pid").read_text())
+    uid = pwd.getpwnam(user).pw_uid
+    table = _process_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, stack = [], list(children.get(sshd, []))
+    while stack:
+        pid = stack.pop()
+        stack.extend(children.get(pid, []))
+        _, owner, cmdline = table[pid]
+        if owner == uid and command in cmdline:
+            found.append(pid)
+    return found
+
+
+def kill_sessions(rig: dict[str, Any], user: str) -> None:
+    """Cut ``user``'s SSH sessions on this rig, as a dropped link would."""
+    for pid in session_pids(rig, user):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

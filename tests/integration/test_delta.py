@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from engines import docker_cli, inspect, remove, run_image, socket
+from engines import docker_cli, inspect, kill_sessions, remove, run_image, session_pids, socket
 from test_ship import BIG, big_image  # noqa: F401 - a fixture: ~800 MB, built once per rig
 
 pytestmark = pytest.mark.integration
@@ -171,12 +171,9 @@ def test_fan_out_survives_one_target_dying(rig, ssh_config, big_image):  # noqa:
     def kill_when_streaming() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            streaming = subprocess.run(
-                ["pgrep", "-u", victim, "-f", "dial-stdio"], capture_output=True
-            ).stdout.split()
-            if streaming:
+            if session_pids(rig, victim, "dial-stdio"):
                 time.sleep(1.5)  # well into the stream
-                subprocess.run(["pkill", "-KILL", "-u", victim])
+                kill_sessions(rig, victim)
                 killed.set()
                 return
             time.sleep(0.05)

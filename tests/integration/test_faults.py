@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from engines import docker_cli, inspect, remove, run_image, socket
+from engines import docker_cli, inspect, kill_sessions, remove, run_image, session_pids, socket
 from test_ship import BIG, big_image  # noqa: F401 - a fixture: ~800 MB, built once per rig
 
 pytestmark = pytest.mark.integration
@@ -31,14 +31,13 @@ def _start(*args: object, env: dict | None = None) -> subprocess.Popen:
     )
 
 
-def _when_streaming(user: str, then, delay: float, proc: subprocess.Popen) -> threading.Thread:
+def _when_streaming(rig, user: str, then, delay: float, proc: subprocess.Popen) -> threading.Thread:
     """Once ``user``'s dial-stdio runs (the transfer is on), wait ``delay`` and act."""
 
     def watch() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            found = subprocess.run(["pgrep", "-u", user, "-f", "dial-stdio"], capture_output=True)
-            if found.stdout.strip():
+            if session_pids(rig, user, "dial-stdio"):
                 time.sleep(delay)
                 then()
                 return
@@ -55,9 +54,9 @@ def _one_clear_line(err: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("shipit: error: "), err
 
 
-def _no_sessions_left(user: str) -> None:
+def _no_sessions_left(rig, user: str) -> None:
     for _ in range(50):
-        if not subprocess.run(["pgrep", "-u", user], capture_output=True).stdout.strip():
+        if not session_pids(rig, user):
             return
         time.sleep(0.1)
     raise AssertionError(f"processes of {user} still run after shipit ended")
@@ -70,7 +69,9 @@ def _ship_and_interrupt(rig, ssh_config, image: str, act, delay: float) -> tuple
     proc = _start(
         image, "--from", socket(rig, "d26"), "--to", "rig-d26c", "--ssh-config", ssh_config, "-q"
     )
-    watcher = _when_streaming(rig["engines"]["d26c"]["ssh_user"], lambda: act(proc), delay, proc)
+    watcher = _when_streaming(
+        rig, rig["engines"]["d26c"]["ssh_user"], lambda: act(proc), delay, proc
+    )
     _, err = proc.communicate(timeout=600)
     watcher.join()
     return proc.returncode, err
@@ -93,7 +94,7 @@ def test_link_dies_mid_stream_then_rerun_succeeds(rig, ssh_config, big_image, de
         rig,
         ssh_config,
         big_image,
-        lambda proc: subprocess.run(["pkill", "-KILL", "-u", user]),
+        lambda proc: kill_sessions(rig, user),
         delay,
     )
     assert code in (3, 5), err  # the link, or the engine reporting the cut
@@ -118,9 +119,7 @@ def test_source_dies_during_save(rig, ssh_config, big_image):  # noqa: F811
         ssh_config,
         "-q",
     )
-    killer = _when_streaming(
-        user, lambda: subprocess.run(["pkill", "-KILL", "-u", user]), 1.0, proc
-    )
+    killer = _when_streaming(rig, user, lambda: kill_sessions(rig, user), 1.0, proc)
     _, err = proc.communicate(timeout=600)
     killer.join()
     assert proc.returncode != 0
@@ -134,7 +133,7 @@ def test_signal_during_ship(rig, ssh_config, big_image, sig, code):  # noqa: F81
     got, err = _ship_and_interrupt(rig, ssh_config, big_image, lambda p: p.send_signal(sig), 1.0)
     assert got == code, err
     _one_clear_line(err)
-    _no_sessions_left(rig["engines"]["d26c"]["ssh_user"])  # remote sessions closed
+    _no_sessions_left(rig, rig["engines"]["d26c"]["ssh_user"])  # remote sessions closed
     assert inspect(rig, "d26c", big_image) is None
 
 
