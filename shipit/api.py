@@ -97,17 +97,13 @@ class Report:
         return out
 
 
-def layer_digests(result: Result) -> set[str]:
-    return {b.digest for b in result.blobs}
-
-
 def _report(result: Result, codec: str) -> Report:
     names = [familiar_ref(n) for image in result.images for n in image.names]
     layers = {layer.key for image in result.images for m in image.manifests() for layer in m.layers}
     return Report(
         images=names,
         layers=len(layers),
-        layers_sent=sum(1 for d in result.sent if d in layer_digests(result)),
+        layers_sent=len(result.sent),
         layers_recompressed=sum(1 for b in result.blobs if b.rewritten),
         bytes_read=result.bytes_in,
         bytes_sent=result.bytes_out,

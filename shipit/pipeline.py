@@ -117,14 +117,12 @@ class Producer(threading.Thread):
         src: Readable,
         policy: LayerPolicy,
         subscribers: list[Subscriber],
-        allow_missing: frozenset[str] = frozenset(),
         on_done: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name="shipit-reader", daemon=True)
         self.src = src
         self.policy = policy
         self.subscribers = subscribers
-        self.allow_missing = allow_missing
         self.cancel = threading.Event()
         self._on_done = on_done
 
@@ -132,7 +130,7 @@ class Producer(threading.Thread):
         try:
             self.policy.on_blob = self._blob
             scanned = scan(self.src, self.policy)
-            images = model.build(scanned, allow_missing=self.allow_missing)
+            images = model.build(scanned)
             self._broadcast("done", (scanned, images, rewrite(images, scanned)))
         except _Cancelled:
             pass
@@ -251,14 +249,13 @@ def convert_stream(
     *,
     progress: Progress | None = None,
     send_blob: Callable[[BlobRecord], bool] = lambda record: True,
-    allow_missing: frozenset[str] = frozenset(),
     manifest_json: bool = True,
 ) -> Generator[bytes, None, None]:
     """One source into one sink: the output archive's bytes."""
     emit = progress.emit if progress else (lambda event: None)
     counting = CountingReader(src, lambda n: emit(Event("read", n)))
     subscriber = Subscriber("output")
-    producer = Producer(counting, policy, [subscriber], allow_missing)
+    producer = Producer(counting, policy, [subscriber])
     producer.start()
     try:
         yield from subscriber_stream(
@@ -375,13 +372,10 @@ def run(
     *,
     progress: Progress | None = None,
     send_blob: Callable[[BlobRecord], bool] = lambda record: True,
-    allow_missing: frozenset[str] = frozenset(),
 ) -> tuple[Result, Any]:
     """Convert ``src`` into ``sink``; returns the result and whatever the sink reported."""
     result = Result()
-    stream = convert_stream(
-        src, policy, result, progress=progress, send_blob=send_blob, allow_missing=allow_missing
-    )
+    stream = convert_stream(src, policy, result, progress=progress, send_blob=send_blob)
     try:
         reply = sink.consume(stream)
     finally:

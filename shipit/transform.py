@@ -106,8 +106,6 @@ class LayerPolicy:
     #: Blobs (by the digest that names them) no sink needs: checked, not kept or recompressed.
     skip: Callable[[str], bool] = lambda digest: False
     on_blob: Callable[[BlobRecord], None] | None = None
-    on_bytes: Callable[[int], None] | None = None
-    records: list[BlobRecord] = field(default_factory=list)
 
     def __call__(
         self, key: str, expected: str | None, size: int, head: bytes, body: Readable
@@ -179,8 +177,6 @@ class LayerPolicy:
         while chunk := raw.read(CHUNK):
             if spool is not None:
                 spool.write(chunk)
-            if self.on_bytes:
-                self.on_bytes(len(chunk))
 
     def _pass_through(
         self, key: str, kind: str, raw: _Hashing, spool: BinaryIO | None
@@ -295,7 +291,7 @@ def _layer_descriptor(layer: Layer, scan: Scan, oci: bool) -> Descriptor:
     record = scan.blob(layer.key)
     original = layer.descriptor
     if record is None:
-        # Not in the archive (the sink has it): the descriptor stays as the source said.
+        # A JSON layer (an attestation), kept among the documents: its descriptor stands.
         if original is None:
             raise BadInput(f"layer {short(layer.diff_id)} is missing from the archive")
         return original

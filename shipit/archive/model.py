@@ -85,15 +85,12 @@ class Image:
         return manifests[0] if manifests else None
 
 
-def build(scan: Scan, *, allow_missing: frozenset[str] = frozenset()) -> list[Image]:
-    """The images of a scanned archive, checked for completeness and diff_ids.
-
-    ``allow_missing`` names layer digests a sink already has, so the archive may lack them.
-    """
+def build(scan: Scan) -> list[Image]:
+    """The images of a scanned archive, checked for completeness and diff_ids."""
     if "index.json" in scan.top:
-        images = _from_index(scan, allow_missing)
+        images = _from_index(scan)
     elif "manifest.json" in scan.top:
-        images = _from_legacy(scan, allow_missing)
+        images = _from_legacy(scan)
     else:
         raise BadInput("neither index.json nor manifest.json found: not a docker save archive")
     if not images:
@@ -104,13 +101,13 @@ def build(scan: Scan, *, allow_missing: frozenset[str] = frozenset()) -> list[Im
 # OCI layout (Engine 25+, containerd store, shipit) ---------------------------------
 
 
-def _from_index(scan: Scan, allow_missing: frozenset[str]) -> list[Image]:
+def _from_index(scan: Scan) -> list[Image]:
     index = Document.parse(scan.top["index.json"], "index.json")
     entries = index_children(index, "index.json")
     legacy_names = _legacy_names(scan)
     images: dict[str, tuple[list[str], Node]] = {}
     for entry in entries:
-        node = _node(scan, entry, "index.json", allow_missing, depth=0)
+        node = _node(scan, entry, "index.json", depth=0)
         if node is None:
             raise BadInput(f"index.json: entry {short(entry.digest)} is missing from the archive")
         names, _ = images.setdefault(entry.digest, ([], node))
@@ -144,9 +141,7 @@ def _legacy_names(scan: Scan) -> dict[str, list[str]]:
     return out
 
 
-def _node(
-    scan: Scan, desc: Descriptor, what: str, allow_missing: frozenset[str], depth: int
-) -> Node | None:
+def _node(scan: Scan, desc: Descriptor, what: str, depth: int) -> Node | None:
     if depth > 8:
         raise BadInput(f"{what}: indexes nested deeper than 8 levels")
     doc = _document(scan, desc.digest, f"{what}: {short(desc.digest)}")
@@ -161,7 +156,7 @@ def _node(
     if media_type in INDEX_TYPES or (not media_type and "manifests" in doc.value):
         children: list[Node | Descriptor] = []
         for child in index_children(doc, label):
-            node = _node(scan, child, label, allow_missing, depth + 1)
+            node = _node(scan, child, label, depth + 1)
             children.append(node if node is not None else child)
         return ImageIndex(desc, doc, tuple(children))
     if media_type not in MANIFEST_TYPES and "layers" not in doc.value:
@@ -187,7 +182,7 @@ def _node(
                     f"descriptor says {layer_desc.size}"
                 )
         else:
-            _check_layer(record, layer_desc.digest, layer_desc.size, diff_id, label, allow_missing)
+            _check_layer(record, layer_desc.digest, layer_desc.size, diff_id, label)
         layers.append(Layer(layer_desc.digest, layer_desc, diff_id))
     return ImageManifest(desc, doc, config, config_desc, tuple(layers))
 
@@ -221,11 +216,8 @@ def _check_layer(
     size: int | None,
     diff_id: str,
     what: str,
-    allow_missing: frozenset[str],
 ) -> None:
     if record is None:
-        if diff_id in allow_missing or (digest and digest in allow_missing):
-            return
         raise BadInput(f"{what}: layer {short(digest or diff_id)} is missing from the archive")
     if size is not None and record.source_size != size:
         raise DigestMismatch(
@@ -249,7 +241,7 @@ def _legacy_entries(scan: Scan) -> list[dict]:
     return value
 
 
-def _from_legacy(scan: Scan, allow_missing: frozenset[str]) -> list[Image]:
+def _from_legacy(scan: Scan) -> list[Image]:
     images = []
     for n, entry in enumerate(_legacy_entries(scan)):
         what = f"manifest.json entry {n}"
@@ -267,7 +259,7 @@ def _from_legacy(scan: Scan, allow_missing: frozenset[str]) -> list[Image]:
                 raise BadInput(f"{what}: layer path is not a string")
             key = _blob_key(path)
             record = scan.blob(key)
-            _check_layer(record, None, None, diff_id, what, allow_missing)
+            _check_layer(record, None, None, diff_id, what)
             # An uncompressed blob's own digest is its diff_id (even if it is no tar).
             uncompressed = record is not None and record.source_compression == "none"
             if uncompressed and record.source_digest != diff_id:  # type: ignore[union-attr]
@@ -275,7 +267,7 @@ def _from_legacy(scan: Scan, allow_missing: frozenset[str]) -> list[Image]:
                     f"{what}: layer {path!r} is {short(record.source_digest)}, "  # type: ignore[union-attr]
                     f"config says {short(diff_id)}"
                 )
-            layers.append(Layer(key if record is None else _final_key(scan, key), None, diff_id))
+            layers.append(Layer(_final_key(scan, key), None, diff_id))
         config_desc = Descriptor(DOCKER_CONFIG, config.digest, config.size)
         manifest = ImageManifest(None, None, config, config_desc, tuple(layers))
         tags = entry.get("RepoTags") or []

@@ -69,7 +69,6 @@ class Scan:
     blobs: dict[str, BlobRecord] = field(default_factory=dict)  # by key
     aliases: dict[str, str] = field(default_factory=dict)  # symlinked layer path → target
     order: list[str] = field(default_factory=list)  # blob keys in arrival order
-    bytes_read: int = 0
 
     def blob(self, key: str) -> BlobRecord | None:
         seen: set[str] = set()
