@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from engines import socket
 from unit import hostile_corpus
-from unit.hostile_corpus import MAX_LAYER, Case
+from unit.hostile_corpus import MAX_LAYER, Case, writer
 
 pytestmark = pytest.mark.integration
 
@@ -47,15 +47,7 @@ SAMPLE = (
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("corpus")
-
-    def path(case: Case) -> Path:
-        target = folder / f"{case.name}.tar"
-        if not target.exists():
-            target.write_bytes(case.build())
-        return target
-
-    return path
+    return writer(tmp_path_factory.mktemp("corpus"))
 
 
 def _codec(engine: str, case: Case) -> list[str]:

@@ -24,6 +24,7 @@ import tarfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import zstandard
@@ -972,6 +973,18 @@ def _with_attestation() -> bytes:
 
 #: Valid archives shipit refuses today (tests mark them xfail, strict).
 ACCEPTED_BUT_REFUSED: dict[str, tuple[Callable[[], bytes], str]] = {}
+
+
+def writer(folder: Path) -> Callable[[Case], Path]:
+    """``path(case)``: the case's archive in ``folder``, built on first use."""
+
+    def path(case: Case) -> Path:
+        target = folder / f"{case.name}.tar"
+        if not target.exists():
+            target.write_bytes(case.build())
+        return target
+
+    return path
 
 
 def by_name() -> dict[str, Case]:

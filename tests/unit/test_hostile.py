@@ -34,15 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Callable[[Case], Path]:
     """Writes a case's archive once per session and returns its path."""
-    folder = tmp_path_factory.mktemp("corpus")
-
-    def path(case: Case) -> Path:
-        target = folder / f"{case.name}.tar"
-        if not target.exists():
-            target.write_bytes(case.build())
-        return target
-
-    return path
+    return hostile_corpus.writer(tmp_path_factory.mktemp("corpus"))
 
 
 def test_corpus_is_large_and_distinct() -> None:
