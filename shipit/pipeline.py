@@ -149,11 +149,10 @@ class Producer(threading.Thread):
 
     def _blob(self, record: BlobRecord) -> None:
         live = [s for s in self.subscribers if not s.gone.is_set()]
-        shared = SharedSpool(record.spool, len(live)) if record.spool is not None else None
-        record.spool = None  # the subscribers own it now, through `shared`
-        if shared is not None and not live:
-            shared._refs = 1
-            shared.release()
+        spool, record.spool = record.spool, None  # the subscribers own it now, if any
+        if spool is not None and not live:
+            spool.close()
+        shared = SharedSpool(spool, len(live)) if spool is not None and live else None
         for subscriber in live:
             self._put(subscriber, ("blob", (record, shared)))
 
