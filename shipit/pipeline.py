@@ -82,6 +82,7 @@ class Result:
     bytes_in: int = 0
     bytes_out: int = 0
     seconds: float = 0.0
+    stages: int = 0  # loads before the image's own (staged loads)
     output: Output | None = None
     scan: Scan | None = None
 
@@ -190,14 +191,21 @@ def subscriber_stream(
     progress: Progress | None = None,
     send_blob: Callable[[BlobRecord], bool] = lambda record: True,
     manifest_json: bool = True,
+    backlog: Iterable[tuple[str, Any]] = (),
+    before_documents: Callable[[], None] | None = None,
 ) -> Generator[bytes, None, None]:
     """The bytes of one sink's archive; ``result`` is complete when the iterator ends.
 
     ``send_blob`` may decline a blob the sink already has; the manifests still list it.
+    ``backlog`` holds items already taken off the subscriber's queue (they come first);
+    ``before_documents`` runs after the last blob, before the documents that make the
+    archive an image (staged loads wait there for the previous stage).
     """
     emit = progress.emit if progress else (lambda event: None)
     tar = TarStream()
     started = time.monotonic()
+    waiting = list(backlog)
+    waiting.reverse()
 
     def out(data: bytes) -> bytes:
         result.bytes_out += len(data)
@@ -206,7 +214,7 @@ def subscriber_stream(
     try:
         yield out(tar.start())
         while True:
-            kind, value = subscriber.ready.get()
+            kind, value = waiting.pop() if waiting else subscriber.ready.get()
             if kind == "error":
                 raise value
             if kind == "done":
@@ -229,6 +237,8 @@ def subscriber_stream(
                 if shared is not None:
                     shared.release()
         assert result.output is not None
+        if before_documents is not None:
+            before_documents()
         for digest, raw in result.output.documents.items():
             yield out(tar.blob_bytes(digest, raw))
         yield out(tar.data("oci-layout", OCI_LAYOUT))
@@ -237,6 +247,9 @@ def subscriber_stream(
             yield out(tar.data("manifest.json", result.output.manifest_json))
         yield out(tar.end())
     finally:
+        for kind, value in waiting:
+            if kind == "blob" and value[1] is not None:
+                value[1].release()
         subscriber.leave()
         result.seconds = time.monotonic() - started
 

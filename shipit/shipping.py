@@ -7,9 +7,11 @@ import threading
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from shipit.api import (
+    SLOW_LINK,
     Connect,
     Report,
     _checked_names,
@@ -35,6 +37,7 @@ from shipit.pipeline import (
     subscriber_stream,
 )
 from shipit.progress import Event, Progress
+from shipit.staging import StagedFeed, clean_stages
 from shipit.transform import LayerPolicy
 
 
@@ -72,7 +75,7 @@ def load(
         engine = stack.enter_context(connect.open(target))
         info = probe(engine)
         if codec is not None:
-            choose_codec(info, codec, local=engine.session is None)
+            choose_codec(info, codec, link=None)
         sink = DaemonSink(engine, info)
         policy = LayerPolicy(codec, readable=sink.readable)
         result, loaded = run(src, sink, policy, progress=progress)
@@ -115,6 +118,8 @@ class _Target:
     info: EngineInfo
     codec: Codec
     delta: Delta
+    link: float | None = None  # measured bytes/s (inf: this machine), when it was measured
+    stage_order: list[str] = field(default_factory=list)  # diff_ids to load bottom-up
     result: Result = field(default_factory=Result)
     loaded: list[str] = field(default_factory=list)
     error: ShipitError | None = None
@@ -131,6 +136,7 @@ def ship(
     progress: Progress | None = None,
     verify: bool = True,
     full: bool = False,
+    staged: bool | None = None,
 ) -> Report:
     """Stream images from one engine into another, recompressed for the target, sending
     only the layers it lacks, and check that what landed has the source's config and
@@ -144,6 +150,7 @@ def ship(
         progress=progress,
         verify=verify,
         full=full,
+        staged=staged,
     )
     if outcome.error is not None:
         raise outcome.error
@@ -161,10 +168,14 @@ def ship_many(
     progress: Progress | None = None,
     verify: bool = True,
     full: bool = False,
+    staged: bool | None = None,
 ) -> list[TargetResult]:
     """Ship to several targets from one read of the source: each distinct layer
     compression is produced once, targets are fed concurrently, each with its own delta.
-    A target that fails does not stop the others; its error is in its result."""
+    A target that fails does not stop the others; its error is in its result.
+
+    ``staged`` loads layers bottom-up in several loads so the target registers them while
+    the rest streams (see shipit.staging); None: when the link is slow."""
     names = _checked_names(images)
     if not targets:
         raise UsageError("name at least one --to target")
@@ -175,7 +186,7 @@ def ship_many(
         live: list[_Target] = []
         for name in dict.fromkeys(targets):
             try:
-                live.append(_open_target(stack, connect, name, codec, layers, full))
+                live.append(_open_target(stack, connect, name, codec, layers, full, staged))
             except ShipitError as exc:
                 outcomes[name].error = exc
         if progress is not None:
@@ -199,6 +210,8 @@ def ship_many(
                 report.layers_skipped = len(target.result.skipped)
                 report.bytes_saved = target.result.bytes_saved
                 report.attempts = target.attempts
+                report.link = target.link
+                report.stages = target.result.stages
                 outcomes[target.name].report = report
     return [outcomes[name] for name in targets]
 
@@ -210,12 +223,19 @@ def _open_target(
     codec: Codec | None,
     layers: list[list[str]],
     full: bool,
+    staged: bool | None,
 ) -> _Target:
     endpoint = stack.enter_context(connect.open(name))
     info = probe(endpoint)
-    chosen = choose_codec(info, codec, local=endpoint.session is None)
+    link = endpoint.link_speed() if codec is None or staged is None else None
+    chosen = choose_codec(info, codec, link)
     delta = Delta(endpoint.name) if full else plan(endpoint, info, layers)
-    return _Target(name, endpoint, info, chosen, delta)
+    if staged is None:
+        staged = link is not None and link < SLOW_LINK
+    if staged:
+        clean_stages(endpoint)  # a run killed mid-stage may have left some
+    order = layers[0] if staged and layers else []
+    return _Target(name, endpoint, info, chosen, delta, link, order)
 
 
 def _retry_whole(target: _Target) -> bool:
@@ -300,17 +320,32 @@ def _skip_for(group: list[_Target]) -> Callable[[str], bool]:
 
 
 def _feed(target: _Target, subscriber: Subscriber, progress: Progress | None) -> None:
-    stream = subscriber_stream(
-        subscriber, target.result, progress=progress, send_blob=target.delta.wants
-    )
+    if target.stage_order and target.attempts == 1:
+        staged = StagedFeed(
+            target.endpoint,
+            target.info,
+            subscriber,
+            target.result,
+            target.stage_order,
+            send_blob=target.delta.wants,
+            progress=progress,
+        )
+        run: Callable[[], list[str]] = staged.run
+        stream = None
+    else:
+        stream = subscriber_stream(
+            subscriber, target.result, progress=progress, send_blob=target.delta.wants
+        )
+        run = partial(load_stream, target.endpoint, stream)
     try:
-        target.loaded = load_stream(target.endpoint, stream)
+        target.loaded = run()
     except ShipitError as exc:
         target.error = exc
     except Exception as exc:  # a bug must not take the other targets down
         target.error = ShipitError(f"shipping to {target.name}: {exc}")
     finally:
-        stream.close()
+        if stream is not None:
+            stream.close()
         subscriber.leave()
 
 

@@ -40,16 +40,20 @@ def info(
         ),
     ] = False,
 ) -> None:
-    """Show an engine's version, image store, and whether it loads zstd layers and needs
-    manifest.json."""
+    """Show an engine's version, image store, whether it loads zstd layers and needs
+    manifest.json, and (over SSH) how fast the link to it is (2 MB, measured)."""
     from shipit.daemon import probe, resolve_endpoint
 
     with resolve_endpoint(
         target, ssh_config=ssh_config, accept_new_host_key=accept_new_host_key
     ) as endpoint:
         engine = probe(endpoint)
+        link = endpoint.link_speed()
     if as_json:
-        typer.echo(json.dumps(engine.to_dict(), indent=2))
+        facts = engine.to_dict()
+        if link is not None:
+            facts["link_mb_s"] = "local" if link == float("inf") else round(link / 1e6, 1)
+        typer.echo(json.dumps(facts, indent=2))
         return
     zstd = "yes" if engine.loads_zstd else "no (needs Engine 23.0+ or the containerd store)"
     rows = [
@@ -60,6 +64,8 @@ def info(
         ("zstd layers", zstd),
         ("manifest.json", "needed" if engine.needs_manifest_json else "not needed"),
     ]
+    if link is not None:
+        rows.append(("link", "this machine" if link == float("inf") else f"{link / 1e6:.0f} MB/s"))
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         typer.echo(f"{key:<{width}}  {value}")

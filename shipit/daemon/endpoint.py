@@ -18,6 +18,7 @@ import requests.adapters
 import urllib3
 import urllib3.connection
 from docker.constants import DEFAULT_DOCKER_API_VERSION, MINIMUM_DOCKER_API_VERSION
+from docker.transport import UnixHTTPAdapter
 from docker.utils import version_lt
 
 from shipit import ssh
@@ -100,6 +101,18 @@ class Endpoint:
         self.session = session
         self.version: dict[str, Any] = {}
         """The engine's ``GET /version`` answer, from API version negotiation."""
+
+    def link_speed(self) -> float | None:
+        """Bytes per second to the engine: measured over SSH, infinite for a unix socket
+        (the engine is on this machine), None when unknown (TCP)."""
+        if self.session is not None:
+            try:
+                return self.session.measure_link()
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise self.failure("measuring the link to", exc) from exc
+        if isinstance(self.api.get_adapter(self.api.base_url), UnixHTTPAdapter):
+            return float("inf")
+        return None
 
     def failure(self, doing: str, exc: BaseException) -> ShipitError:
         """Turn any exception from talking to this engine into one ShipitError.

@@ -39,11 +39,17 @@ def test_ship_between_engines(rig, ssh_config, source, target, via, group):
     report = json.loads(done.stdout)
     assert sorted(report["images"]) == sorted(images)
     assert report["target"]["store"] == rig["engines"][target]["store"]
-    expected = "zstd:3" if via == "ssh" and rig["engines"][target]["zstd"] else None
-    if expected:
-        assert report["compression"] == expected
-    elif via == "ssh":
-        assert report["compression"] == "gzip:1"  # Engine 20.10 cannot read zstd
+    if via == "ssh":  # the codec follows the link shipit measured (loopback: fast)
+        link = report["link_mb_s"]
+        assert isinstance(link, float) and link > 0
+        if rig["engines"][target]["zstd"]:
+            assert report["compression"] == ("zstd:6" if link < 20 else "zstd:3")
+        else:  # Engine 20.10 cannot read zstd, and gunzips slower than a fast link
+            assert report["compression"] == (
+                "none" if link >= 60 else "gzip:3" if link < 20 else "gzip:1"
+            )
+    else:
+        assert report["link_mb_s"] == "local"
     for image in images:
         landed = inspect(rig, target, image)
         assert landed is not None

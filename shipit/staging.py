@@ -1,0 +1,311 @@
+"""Staged loads: let the target register layers while later ones are still on the wire.
+
+An engine does the expensive part of ``docker load`` only after the upload has ended: the
+classic store extracts the whole upload, then registers every layer (untar into the graph
+driver, decompressing); the containerd store unpacks every layer into a snapshot. On a
+slow link that is 10-30 s of idle wire at the end. So, when the link is slow (and the
+producer is therefore well ahead of it), shipit sends the image's layers bottom-up as a
+series of loads. Stage *k* is a throwaway image whose config lists the first layers and
+whose archive carries only the ones no earlier stage carried; while the engine registers
+it, stage *k+1*'s blobs are already streaming. The end of each stage's archive (its
+config, manifest and ``manifest.json``/``index.json``) is held back until the previous
+stage has loaded, because the engine must find the lower chains in place. The final load
+is the real image, carrying whatever no stage did: every layer it names is then either in
+its archive or already registered (classic: its chain exists, so the file is not opened;
+containerd: the blob is in the content store, held by the stage image). Stage images are
+tagged ``shipit-stage.invalid/stage:…`` and deleted afterwards; the layers stay, used by
+the real image.
+
+Only the first image's layers are staged, in order; blobs that arrive out of order wait in
+their spool files. Anything that cannot be placed (a layer whose diff_id is unknown, an
+image that uses a layer twice) simply goes in the final load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from shipit.archive.reader import BlobRecord
+from shipit.archive.writer import OCI_LAYOUT, TarStream
+from shipit.daemon import Endpoint, EngineInfo, load_stream
+from shipit.errors import ShipitError
+from shipit.oci import (
+    ANNOTATION_IMAGE_NAME,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER_FOR,
+    OCI_MANIFEST,
+    Document,
+    blob_path,
+    familiar_ref,
+)
+from shipit.pipeline import Result, Subscriber, subscriber_stream
+from shipit.progress import Event, Progress
+
+STAGE_REPO = "shipit-stage.invalid/stage"
+#: A stage closes once it carries this many bytes: fewer, larger loads (each costs the
+#: engine a request and a temp dir) while still overlapping most of the work.
+STAGE_BYTES = 32 << 20
+
+Item = tuple[str, Any]
+
+
+class _Upload(threading.Thread):
+    """One stage's ``/images/load``, its body fed chunk by chunk from the feeding thread."""
+
+    def __init__(self, endpoint: Endpoint, name: str, prev: _Upload | None) -> None:
+        super().__init__(name=f"shipit-{name}", daemon=True)
+        self.endpoint = endpoint
+        self.prev = prev
+        self.chunks: queue.Queue[bytes | None] = queue.Queue(8)
+        self.error: ShipitError | None = None
+        self.ended = False  # the body's end was queued
+
+    def run(self) -> None:
+        try:
+            load_stream(self.endpoint, iter(self.chunks.get, None))
+        except ShipitError as exc:
+            self.error = exc
+        except Exception as exc:  # a bug here must still fail the ship, not hang it
+            self.error = ShipitError(f"loading a stage into {self.endpoint.name}: {exc}")
+
+    def put(self, chunk: bytes | None) -> None:
+        while True:
+            if not self.is_alive():
+                self.finish()
+                raise ShipitError(f"{self.endpoint.name} ended a stage's load early")
+            try:
+                self.chunks.put(chunk, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def close_after_prev(self, documents: list[bytes]) -> None:
+        """In the background: once the stage below has loaded, send the documents that
+        make this stage an image. If it failed, end the body short (the engine drops it)."""
+
+        def close() -> None:
+            try:
+                if self.prev is not None:
+                    self.prev.finish()
+                for chunk in documents:
+                    self.put(chunk)
+            except ShipitError:
+                pass  # finish() reports the first failure of the chain
+            finally:
+                self.abort()
+
+        threading.Thread(target=close, name=f"{self.name}-close", daemon=True).start()
+
+    def abort(self) -> None:
+        """End the body now (a no-op once ended)."""
+        if not self.ended:
+            self.ended = True
+            with contextlib.suppress(ShipitError):
+                self.put(None)
+
+    def finish(self) -> None:
+        """Wait until the engine has loaded this stage; raise the first failure below or here."""
+        if self.prev is not None:
+            self.prev.finish()
+        while self.is_alive():
+            self.join(0.2)
+        if self.error is not None:
+            raise self.error
+
+
+class StagedFeed:
+    """Feeds one target from its subscriber as a series of stage loads, then the image."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        info: EngineInfo,
+        subscriber: Subscriber,
+        result: Result,
+        order: list[str],
+        *,
+        send_blob: Callable[[BlobRecord], bool],
+        progress: Progress | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.info = info
+        self.subscriber = subscriber
+        self.result = result
+        self.order = order if len(set(order)) == len(order) else []
+        self.send_blob = send_blob
+        self.emit = progress.emit if progress else (lambda event: None)
+        self.progress = progress
+        self.pool: dict[str, Item] = {}  # layers that arrived before their turn
+        self.backlog: list[Item] = []  # everything else taken off the queue, in order
+        self.over = False  # "done" (or an error) came: nothing more to wait for
+        self.token = secrets.token_hex(6)
+        self.uploads: list[tuple[str, _Upload]] = []  # stage images, loaded or loading
+        self.placed: list[BlobRecord] = []  # the layers staged so far, bottom-up
+
+    def run(self) -> list[str]:
+        """Load everything; returns the engine's "Loaded …" lines of the real image."""
+        started = time.monotonic()
+        last: _Upload | None = None
+        try:
+            done = 0  # layers of ``order`` already placed (sent or present)
+            while not self.over and done < len(self.order) - 1:
+                placed, last = self._stage(done, last)
+                if not placed:
+                    break
+                done += placed
+            final = subscriber_stream(
+                self.subscriber,
+                self.result,
+                progress=self.progress,
+                send_blob=self.send_blob,
+                backlog=[*self.backlog, *self.pool.values()],
+                before_documents=last.finish if last else None,
+            )
+            self.backlog, self.pool = [], {}
+            try:
+                return load_stream(self.endpoint, final)
+            finally:
+                final.close()
+        finally:
+            for kind, value in [*self.backlog, *self.pool.values()]:
+                if kind == "blob" and value[1] is not None:
+                    value[1].release()
+            self.subscriber.leave()
+            self.result.seconds = time.monotonic() - started
+            self._remove_stages()
+
+    def _stage(self, done: int, last: _Upload | None) -> tuple[int, _Upload | None]:
+        """Send the next stage: layers ``order[done:]`` until STAGE_BYTES, never the last
+        one. Returns how many layers it placed and the newest upload."""
+        layers: list[BlobRecord] = []
+        upload: _Upload | None = None
+        tar = TarStream()
+        sent = 0
+        name = f"{STAGE_REPO}:{self.token}-{len(self.uploads) + 1}"
+        for diff_id in self.order[done : len(self.order) - 1]:
+            item = self._take(diff_id)
+            if item is None:
+                break
+            record, shared = item[1]
+            layers.append(record)
+            self.placed.append(record)
+            self.result.blobs.append(record)
+            self.emit(Event("blob", record.size, record=record))
+            try:
+                if shared is None or not self.send_blob(record):
+                    self.result.skipped.append(record)
+                    continue
+                if upload is None:
+                    upload = _Upload(self.endpoint, name, last)
+                    self.uploads.append((name, upload))
+                    upload.start()
+                    self._put(upload, tar.start())
+                self.result.sent.append(record.digest)
+                for chunk in tar.blob(record.digest, record.size, shared.reader()):
+                    self.emit(Event("sent", len(chunk)))
+                    self._put(upload, chunk)
+                sent += record.size
+            finally:
+                if shared is not None:
+                    shared.release()
+            if sent >= STAGE_BYTES:
+                break
+        if upload is None:
+            return len(layers), last
+        documents = list(self._documents(name, self.placed, tar))
+        self.result.bytes_out += sum(len(chunk) for chunk in documents)
+        upload.close_after_prev(documents)  # meanwhile the next stage streams
+        self.result.stages += 1
+        return len(layers), upload
+
+    def _put(self, upload: _Upload, chunk: bytes) -> None:
+        self.result.bytes_out += len(chunk)
+        upload.put(chunk)
+
+    def _take(self, diff_id: str) -> Item | None:
+        """The layer ``diff_id``, waiting for it to be read; None if it never will be."""
+        while diff_id not in self.pool:
+            if self.over:
+                return None
+            kind, value = self.subscriber.ready.get()
+            if kind == "error":
+                self.over = True
+                raise value
+            if kind == "blob" and value[0].diff_id is not None:
+                self.pool.setdefault(value[0].diff_id, (kind, value))
+                continue
+            self.over = kind == "done"
+            self.backlog.append((kind, value))
+        return self.pool.pop(diff_id)
+
+    def _documents(self, name: str, layers: list[BlobRecord], tar: TarStream) -> Iterator[bytes]:
+        """The stage image: a config listing the diff_ids of every layer staged so far
+        (the lower ones are on the target already), and its manifests."""
+        config = Document.build(
+            {
+                "architecture": self.info.arch,
+                "os": self.info.os or "linux",
+                "config": {},
+                "rootfs": {"type": "layers", "diff_ids": [r.diff_id for r in layers]},
+            }
+        )
+        manifest = Document.build(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": config.digest, "size": config.size},
+                "layers": [
+                    {"mediaType": OCI_LAYER_FOR[r.compression], "digest": r.digest, "size": r.size}
+                    for r in layers
+                ],
+            }
+        )
+        index = Document.build(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [
+                    {
+                        "mediaType": OCI_MANIFEST,
+                        "digest": manifest.digest,
+                        "size": manifest.size,
+                        "annotations": {ANNOTATION_IMAGE_NAME: name},
+                    }
+                ],
+            }
+        )
+        legacy = [
+            {
+                "Config": blob_path(config.digest),
+                "RepoTags": [familiar_ref(name)],
+                "Layers": [blob_path(r.digest) for r in layers],
+            }
+        ]
+        yield tar.blob_bytes(config.digest, config.raw)
+        yield tar.blob_bytes(manifest.digest, manifest.raw)
+        yield tar.data("oci-layout", OCI_LAYOUT)
+        yield tar.data("index.json", index.raw)
+        yield tar.data("manifest.json", Document.build(legacy).raw)  # type: ignore[arg-type]
+        yield tar.end()
+
+    def _remove_stages(self) -> None:
+        for _name, upload in self.uploads:
+            upload.abort()  # a stage cut short by a failure: the engine drops it
+            upload.join(30)
+        for name, _upload in self.uploads:
+            with contextlib.suppress(Exception):
+                self.endpoint.api.remove_image(name, force=True)
+
+
+def clean_stages(endpoint: Endpoint) -> None:
+    """Remove stage images a killed run may have left."""
+    with contextlib.suppress(Exception):
+        for image in endpoint.api.images(name=STAGE_REPO):
+            endpoint.api.remove_image(image["Id"], force=True)

@@ -1,0 +1,78 @@
+"""Staged loads: layers go in bottom-up as throwaway stage images, then the image itself;
+what lands is the source's image, stage images never outlive the ship, and a stage the
+engine rejects fails the ship cleanly."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from engines import docker_cli, identity, inspect, remove, run_image, socket
+
+import shipit.staging
+from shipit.api import Connect, ship
+from shipit.errors import EngineError
+
+pytestmark = pytest.mark.integration
+
+#: target → source (the rig's sources hold layered:latest; d26 cannot ship to itself)
+SOURCE = {"d20": "d26", "d26": "d20", "d26c": "d26"}
+
+
+def _stage_images(rig, engine: str) -> list[str]:
+    out = docker_cli(rig, engine, "images", "-a", "--format", "{{.Repository}}:{{.Tag}}")
+    return [line for line in out.splitlines() if shipit.staging.STAGE_REPO in line]
+
+
+def _ship(rig, ssh_config, engine: str, **kwargs):
+    return ship(
+        ["layered:latest"],
+        rig["engines"][engine]["ssh_alias"],
+        source=socket(rig, SOURCE[engine]),
+        connect=Connect(ssh_config=ssh_config),
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("engine", ["d20", "d26", "d26c"])
+def test_staged_ship_lands_the_image(rig, ssh_config, monkeypatch, tmp_path, engine):
+    monkeypatch.setattr(shipit.staging, "STAGE_BYTES", 1)  # one stage per layer sent
+    before = inspect(rig, SOURCE[engine], "layered:latest")
+    assert before is not None
+    remove(rig, engine, "layered:latest")
+    report = _ship(rig, ssh_config, engine, staged=True)
+    layers = len(before["RootFS"]["Layers"])
+    assert report.layers_sent + report.layers_skipped == layers
+    assert report.stages >= 2, report.to_dict()  # several loads, not one
+    assert report.stages <= layers - 1  # the top layer travels with the image
+    landed = inspect(rig, engine, "layered:latest")
+    assert landed is not None and identity(landed) == identity(before)
+    assert _stage_images(rig, engine) == []
+    assert "layered ok" in run_image(rig, engine, "layered:latest")
+    # Complete, not just runnable: every blob is there to be saved again.
+    docker_cli(rig, engine, "save", "-o", str(tmp_path / "again.tar"), "layered:latest")
+
+    again = _ship(rig, ssh_config, engine, staged=True)  # the target has it all now
+    assert again.layers_sent == 0 and again.stages == 0
+    assert _stage_images(rig, engine) == []
+
+
+@pytest.mark.parametrize("engine", ["d20", "d26c"])
+def test_rejected_stage_fails_cleanly(rig, ssh_config, monkeypatch, engine):
+    """A stage whose config names the wrong diff_id is refused by the engine: the ship
+    fails with the engine's words, and neither the image nor any stage is left."""
+    monkeypatch.setattr(shipit.staging, "STAGE_BYTES", 1)
+    documents = shipit.staging.StagedFeed._documents
+
+    def lying(self, name, layers, tar):
+        if len(layers) == 2:  # the second stage lies about its top layer
+            layers = [*layers[:-1], dataclasses.replace(layers[-1], diff_id="sha256:" + "0" * 64)]
+        return documents(self, name, layers, tar)
+
+    monkeypatch.setattr(shipit.staging.StagedFeed, "_documents", lying)
+    remove(rig, engine, "layered:latest")
+    with pytest.raises(EngineError) as failure:
+        _ship(rig, ssh_config, engine, staged=True)
+    assert "loading into" in str(failure.value) and "diff" in str(failure.value).lower()
+    assert inspect(rig, engine, "layered:latest") is None
+    assert _stage_images(rig, engine) == []
