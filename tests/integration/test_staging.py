@@ -76,3 +76,6 @@ def test_rejected_stage_fails_cleanly(rig, ssh_config, monkeypatch, engine):
     assert "loading into" in str(failure.value) and "diff" in str(failure.value).lower()
     assert inspect(rig, engine, "layered:latest") is None
     assert _stage_images(rig, engine) == []
+    monkeypatch.undo()
+    _ship(rig, ssh_config, engine)  # other tests ship from this engine: put it back
+    assert inspect(rig, engine, "layered:latest") is not None
