@@ -42,6 +42,10 @@ def test_cli_info_json(rig, ssh_config, run_shipit, engine, via):
     assert got["engine_version"].startswith(rig["engines"][engine]["version"])
     assert got["name"] == target_of(rig, engine, via)
     assert got["os"] == "linux" and got["arch"]
+    if via == "socket":
+        assert got["link_mb_s"] == "local"
+    else:  # measured through the rig's real sshd, which discards the IGNORE packets
+        assert isinstance(got["link_mb_s"], float) and got["link_mb_s"] > 1
 
 
 @pytest.mark.parametrize(("engine", "via"), ENGINE_VIA)
@@ -71,6 +75,14 @@ def test_cli_info_text(rig, ssh_config, run_shipit):
     assert lines["store"].startswith("classic")
     assert lines["zstd"].startswith("no")
     assert lines["manifest.json"].strip() == "needed"
+    assert lines["link"].strip().endswith("MB/s")
+
+
+def test_link_measurement_leaves_the_session_usable(rig, ssh_config):
+    with resolve_endpoint("rig-d26", ssh_config=ssh_config) as endpoint:
+        speeds = [endpoint.link_speed() for _ in range(3)]
+        assert all(s is not None and s > 1e6 for s in speeds)
+        assert probe(endpoint).image_store == "classic"  # the engine still answers
 
 
 def test_ssh_config_from_environment(rig, ssh_config, monkeypatch):

@@ -1,0 +1,66 @@
+"""The layer compression shipit picks for a target, from its engine and the measured link."""
+
+from __future__ import annotations
+
+import pytest
+
+from shipit.api import choose_codec
+from shipit.compression import Codec
+from shipit.daemon.engine import EngineInfo
+from shipit.errors import Unsupported
+
+INF = float("inf")
+MB = 1e6
+
+
+def _engine(store: str, zstd: bool) -> EngineInfo:
+    return EngineInfo(
+        name="t",
+        engine_version="26.1.5" if zstd else "20.10.24",
+        api_version="1.45" if zstd else "1.41",
+        os="linux",
+        arch="amd64",
+        kernel="6",
+        image_store=store,
+        storage_driver="overlay2",
+        loads_zstd=zstd,
+        needs_manifest_json=store == "classic",
+    )
+
+
+CLASSIC_20 = _engine("classic", False)
+CLASSIC_26 = _engine("classic", True)
+CONTAINERD = _engine("containerd", True)
+
+
+@pytest.mark.parametrize(
+    ("engine", "link", "expected"),
+    [
+        # On this machine (a unix socket): a classic store decompresses for nothing.
+        (CLASSIC_20, INF, "none"),
+        (CLASSIC_26, INF, "none"),
+        (CONTAINERD, INF, "zstd:3"),  # it keeps blobs as sent: stay compact
+        # Loopback SSH measures ~180 MB/s: fast enough that 20.10's gunzip is the bound.
+        (CLASSIC_20, 180 * MB, "none"),
+        (CLASSIC_26, 180 * MB, "zstd:3"),
+        (CONTAINERD, 180 * MB, "zstd:3"),
+        # A LAN-ish link.
+        (CLASSIC_20, 40 * MB, "gzip:1"),
+        (CLASSIC_26, 40 * MB, "zstd:3"),
+        # 100 Mbit/s: the link is the bound, spend CPU on fewer bytes.
+        (CLASSIC_20, 12.5 * MB, "gzip:3"),
+        (CLASSIC_26, 12.5 * MB, "zstd:6"),
+        (CONTAINERD, 12.5 * MB, "zstd:6"),
+        # Unknown (tcp://): the plain defaults.
+        (CLASSIC_20, None, "gzip:1"),
+        (CONTAINERD, None, "zstd:3"),
+    ],
+)
+def test_codec_follows_engine_and_link(engine, link, expected):
+    assert str(choose_codec(engine, None, link)) == expected
+
+
+def test_asked_for_codec_wins_unless_unreadable():
+    assert str(choose_codec(CLASSIC_26, Codec("gzip", 9), 12.5 * MB)) == "gzip:9"
+    with pytest.raises(Unsupported, match="cannot load zstd"):
+        choose_codec(CLASSIC_20, Codec("zstd"), INF)
