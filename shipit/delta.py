@@ -31,16 +31,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from shipit.archive.reader import BlobRecord
-from shipit.archive.writer import OCI_LAYOUT, TarStream
+from shipit.archive.writer import TarStream, make_image
 from shipit.daemon import Endpoint, EngineInfo, image_inspect, load_stream
 from shipit.errors import EngineError, ShipitError
 from shipit.oci import (
-    ANNOTATION_IMAGE_NAME,
-    OCI_CONFIG,
-    OCI_INDEX,
     OCI_LAYER,
-    OCI_MANIFEST,
-    Document,
+    Descriptor,
     chain_ids,
     sha256_digest,
 )
@@ -158,51 +154,18 @@ _ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform
 def probe_archive(record: BlobRecord, name: str) -> bytes:
     """An archive whose loading proves or disproves that ``record``'s blob is stored."""
     assert record.diff_id is not None
-    dummy_digest = sha256_digest(DUMMY)
-    config = Document.build(
-        {
-            "architecture": _ARCH,
-            "os": "linux",
-            "config": {},
-            "rootfs": {"type": "layers", "diff_ids": [dummy_digest, record.diff_id]},
-        }
-    )
-    manifest = Document.build(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": config.digest, "size": config.size},
-            "layers": [
-                {"mediaType": OCI_LAYER, "digest": dummy_digest, "size": len(DUMMY)},
-                {"mediaType": PROBE_MEDIA_TYPE, "digest": record.digest, "size": record.size},
-            ],
-        }
-    )
-    index = Document.build(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [
-                {
-                    "mediaType": OCI_MANIFEST,
-                    "digest": manifest.digest,
-                    "size": manifest.size,
-                    "annotations": {ANNOTATION_IMAGE_NAME: name},
-                }
-            ],
-        }
+    dummy = sha256_digest(DUMMY)
+    image = make_image(
+        name,
+        _ARCH,
+        "linux",
+        [
+            (dummy, Descriptor(OCI_LAYER, dummy, len(DUMMY))),
+            (record.diff_id, Descriptor(PROBE_MEDIA_TYPE, record.digest, record.size)),
+        ],
     )
     tar = TarStream()
-    parts = [
-        tar.start(),
-        tar.blob_bytes(dummy_digest, DUMMY),
-        tar.blob_bytes(config.digest, config.raw),
-        tar.blob_bytes(manifest.digest, manifest.raw),
-        tar.data("oci-layout", OCI_LAYOUT),
-        tar.data("index.json", index.raw),
-        tar.end(),
-    ]
-    return b"".join(parts)
+    return b"".join([tar.start(), tar.blob_bytes(dummy, DUMMY), *image.tar_entries(tar)])
 
 
 def probe_blob(endpoint: Endpoint, record: BlobRecord) -> bool:

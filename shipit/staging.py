@@ -32,18 +32,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from shipit.archive.reader import BlobRecord
-from shipit.archive.writer import OCI_LAYOUT, TarStream
+from shipit.archive.writer import TarStream, make_image
 from shipit.daemon import Endpoint, EngineInfo, load_stream
 from shipit.errors import ShipitError
 from shipit.oci import (
-    ANNOTATION_IMAGE_NAME,
-    OCI_CONFIG,
-    OCI_INDEX,
     OCI_LAYER_FOR,
-    OCI_MANIFEST,
-    Document,
-    blob_path,
-    familiar_ref,
+    Descriptor,
 )
 from shipit.pipeline import Result, Subscriber, subscriber_stream
 from shipit.progress import Event, Progress
@@ -248,52 +242,11 @@ class StagedFeed:
     def _documents(self, name: str, layers: list[BlobRecord], tar: TarStream) -> Iterator[bytes]:
         """The stage image: a config listing the diff_ids of every layer staged so far
         (the lower ones are on the target already), and its manifests."""
-        config = Document.build(
-            {
-                "architecture": self.info.arch,
-                "os": self.info.os or "linux",
-                "config": {},
-                "rootfs": {"type": "layers", "diff_ids": [r.diff_id for r in layers]},
-            }
-        )
-        manifest = Document.build(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": OCI_CONFIG, "digest": config.digest, "size": config.size},
-                "layers": [
-                    {"mediaType": OCI_LAYER_FOR[r.compression], "digest": r.digest, "size": r.size}
-                    for r in layers
-                ],
-            }
-        )
-        index = Document.build(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_INDEX,
-                "manifests": [
-                    {
-                        "mediaType": OCI_MANIFEST,
-                        "digest": manifest.digest,
-                        "size": manifest.size,
-                        "annotations": {ANNOTATION_IMAGE_NAME: name},
-                    }
-                ],
-            }
-        )
-        legacy = [
-            {
-                "Config": blob_path(config.digest),
-                "RepoTags": [familiar_ref(name)],
-                "Layers": [blob_path(r.digest) for r in layers],
-            }
+        blobs = [
+            (r.diff_id or "", Descriptor(OCI_LAYER_FOR[r.compression], r.digest, r.size))
+            for r in layers
         ]
-        yield tar.blob_bytes(config.digest, config.raw)
-        yield tar.blob_bytes(manifest.digest, manifest.raw)
-        yield tar.data("oci-layout", OCI_LAYOUT)
-        yield tar.data("index.json", index.raw)
-        yield tar.data("manifest.json", Document.build(legacy).raw)  # type: ignore[arg-type]
-        yield tar.end()
+        return make_image(name, self.info.arch, self.info.os or "linux", blobs).tar_entries(tar)
 
     def _remove_stages(self) -> None:
         for _name, upload in self.uploads:

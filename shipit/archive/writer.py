@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import tarfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from shipit.archive.reader import CHUNK
 from shipit.compression import Readable
 from shipit.errors import ShipitError
-from shipit.oci import blob_path
+from shipit.oci import (
+    ANNOTATION_IMAGE_NAME,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Descriptor,
+    Document,
+    blob_path,
+    familiar_ref,
+)
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 BLOCK = 512
@@ -71,3 +81,59 @@ class TarStream:
 
     def end(self) -> bytes:
         return b"\0" * (2 * BLOCK)
+
+
+@dataclass(frozen=True)
+class MadeImage:
+    """The documents of a one-image archive shipit makes up (a probe, a stage)."""
+
+    config: Document
+    manifest: Document
+    index_json: bytes
+    manifest_json: bytes
+
+    def tar_entries(self, tar: TarStream) -> Iterator[bytes]:
+        """Config, manifest and the top-level files, for ``tar`` after its blobs."""
+        yield tar.blob_bytes(self.config.digest, self.config.raw)
+        yield tar.blob_bytes(self.manifest.digest, self.manifest.raw)
+        yield tar.data("oci-layout", OCI_LAYOUT)
+        yield tar.data("index.json", self.index_json)
+        yield tar.data("manifest.json", self.manifest_json)
+        yield tar.end()
+
+
+def make_image(name: str, arch: str, os: str, layers: list[tuple[str, Descriptor]]) -> MadeImage:
+    """A minimal image named ``name``: a config listing the layers' diff_ids (``layers``
+    pairs each with the descriptor of its blob), an OCI manifest, and both the
+    ``index.json`` the containerd store reads and the ``manifest.json`` classic ones do."""
+    config = Document.build(
+        {
+            "architecture": arch,
+            "os": os,
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id for diff_id, _ in layers]},
+        }
+    )
+    manifest = Document.build(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": Descriptor(OCI_CONFIG, config.digest, config.size).to_json(),
+            "layers": [blob.to_json() for _, blob in layers],
+        }
+    )
+    entry = Descriptor(OCI_MANIFEST, manifest.digest, manifest.size, {ANNOTATION_IMAGE_NAME: name})
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry.to_json()]}
+    legacy = [
+        {
+            "Config": blob_path(config.digest),
+            "RepoTags": [familiar_ref(name)],
+            "Layers": [blob_path(blob.digest) for _, blob in layers],
+        }
+    ]
+    return MadeImage(
+        config,
+        manifest,
+        Document.build(index).raw,
+        Document.build(legacy).raw,  # type: ignore[arg-type]
+    )
