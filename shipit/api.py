@@ -130,8 +130,8 @@ def readable_by(info: EngineInfo) -> frozenset[str]:
 #: Engine 20.10 gunzips at ~100 MB/s, so from ~500 Mbit/s on gzip costs more than it
 #: saves; zstd decompresses fast enough that only an engine on this machine skips it.
 UNCOMPRESSED_LINK = {"gzip": 60e6, "zstd": float("inf")}
-#: Below this (bytes/s, ~160 Mbit/s) the link, not the CPU, bounds a transfer, so the
-#: spare CPU goes into a stronger setting: zstd 6 sends 7 % fewer bytes than zstd 3 and
+#: Below this (bytes/s, ~160 Mbit/s) the link, not the CPU, bounds a transfer, so for a
+#: classic store the spare CPU goes into a stronger setting: zstd 6 sends 7 % fewer bytes than zstd 3 and
 #: still compresses at ~200 MB/s on two cores (long-distance matching would save 12 %, but
 #: the engines then decompress 40 % slower, measured on Engine 26's containerd store).
 SLOW_LINK = 20e6
@@ -152,7 +152,10 @@ def choose_codec(info: EngineInfo, requested: Codec | None, link: float | None) 
     packed = "zstd" if info.loads_zstd else "gzip"
     if link is not None and info.image_store == "classic" and link >= UNCOMPRESSED_LINK[packed]:
         return Codec("none")  # compressing would only cost time, ours and the engine's
-    slow = link is not None and link < SLOW_LINK
+    # The containerd store keeps blobs as sent and shipit finds them again by digest, so
+    # it always gets the same bytes (zstd 3) whatever the link: a stronger level on one
+    # run would make every layer of the next redeploy look new.
+    slow = link is not None and link < SLOW_LINK and info.image_store == "classic"
     if packed == "zstd":
         return Codec("zstd", 6) if slow else Codec("zstd")
     return Codec("gzip", 3) if slow else Codec("gzip")
