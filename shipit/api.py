@@ -131,9 +131,9 @@ def readable_by(info: EngineInfo) -> frozenset[str]:
 #: saves; zstd decompresses fast enough that only an engine on this machine skips it.
 UNCOMPRESSED_LINK = {"gzip": 60e6, "zstd": float("inf")}
 #: Below this (bytes/s, ~160 Mbit/s) the link, not the CPU, bounds a transfer, so for a
-#: classic store the spare CPU goes into a stronger setting: zstd 6 sends 7 % fewer bytes than zstd 3 and
-#: still compresses at ~200 MB/s on two cores (long-distance matching would save 12 %, but
-#: the engines then decompress 40 % slower, measured on Engine 26's containerd store).
+#: classic store the spare CPU goes into a stronger setting: zstd 6 sends 7 % fewer bytes
+#: than zstd 3 and still compresses at ~200 MB/s on two cores (long-distance matching
+#: would save 12 %, but engines then decompress 40 % slower: measured on Engine 26).
 SLOW_LINK = 20e6
 
 
