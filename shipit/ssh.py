@@ -37,12 +37,12 @@ DEFAULT_TIMEOUT = 10.0
 DIAL_STDIO = "docker system dial-stdio"
 ACCEPT_NEW_FLAG = "--accept-new-host-key"
 REKEY_BYTES = 1 << 32
-LINK_PROBE_REQUEST = "shipit-link-probe@shipit.invalid"
-"""A global request no server knows: answered (with a refusal) only in order."""
 """paramiko re-keys every 512 MiB it sends or receives; a channel closed by the server during a
 re-key that paramiko started stalls the transport 30 s and kills it (paramiko #822, seen here
 on a 512 MiB dial-stdio read). Re-keying after 4 GiB (the top of the 1G-4G range OpenSSH
 documents as its default RekeyLimit) makes that rare; server-started re-keys are safe."""
+LINK_PROBE_REQUEST = "shipit-link-probe@shipit.invalid"
+"""A global request no server knows: answered (with a refusal) only in order."""
 
 # paramiko's transport thread logs failures (with tracebacks) that we also raise as one
 # ShipitError; without a handler Python's last-resort handler would print them to stderr.
