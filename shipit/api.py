@@ -96,10 +96,15 @@ class Report:
                 "api_version": self.target.api_version,
             }
         if self.link is not None:
-            out["link_mb_s"] = "local" if self.link == float("inf") else round(self.link / 1e6, 1)
+            out["link_mb_s"] = link_mb_s(self.link)
         if self.loaded:
             out["loaded"] = self.loaded
         return out
+
+
+def link_mb_s(link: float) -> float | str:
+    """A measured link for ``--json``: MB/s, or "local" for an engine on this machine."""
+    return "local" if link == float("inf") else round(link / 1e6, 1)
 
 
 def _report(result: Result, codec: str) -> Report:

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 
 from shipit.archive.reader import BlobRecord
 from shipit.archive.writer import TarStream, make_image
-from shipit.daemon import Endpoint, EngineInfo, image_inspect, load_stream
-from shipit.errors import EngineError, ShipitError
+from shipit.daemon import Endpoint, EngineInfo, image_inspect, load_stream, remove_repository
+from shipit.errors import EngineError
 from shipit.oci import (
     OCI_LAYER,
     Descriptor,
@@ -128,7 +128,7 @@ def plan(endpoint: Endpoint, info: EngineInfo, source: list[list[str]]) -> Delta
     have = _target_layers(endpoint)
     if info.image_store == "classic":
         return Delta(endpoint.name, skip_diff_ids=classic_skips(source, have))
-    clean_probes(endpoint)  # a run killed mid-probe may have left one
+    remove_repository(endpoint, PROBE_REPO)  # a run killed mid-probe may have left one
     wanted = {d for layers in source for d in layers}
     present = {d for layers in have for d in layers}
     return Delta(endpoint.name, candidates=frozenset(wanted & present), endpoint=endpoint)
@@ -184,10 +184,3 @@ def probe_blob(endpoint: Endpoint, record: BlobRecord) -> bool:
     if _ABSENT in answer:
         return False
     return False  # unknown answer: send the blob (never guess "present")
-
-
-def clean_probes(endpoint: Endpoint) -> None:
-    """Remove probe images a killed run may have left."""
-    with contextlib.suppress(ShipitError, Exception):
-        for image in endpoint.api.images(name=PROBE_REPO):
-            endpoint.api.remove_image(image["Id"], force=True)

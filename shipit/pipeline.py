@@ -91,23 +91,33 @@ class Result:
         return sum(record.size for record in self.skipped)
 
 
+Item = tuple[str, Any]
+"""What a producer hands a subscriber: ("blob", (record, SharedSpool | None)), ("done",
+(scan, images, output)) or ("error", exception)."""
+
+
+def release(item: Item) -> None:
+    """Give back the spool share of an item no sink will send."""
+    kind, value = item
+    if kind == "blob" and value[1] is not None:
+        value[1].release()
+
+
 class Subscriber:
     """One sink's view of a producer: its own queue of finished blobs."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.ready: queue.Queue[tuple[str, Any]] = queue.Queue(READY_DEPTH)
+        self.ready: queue.Queue[Item] = queue.Queue(READY_DEPTH)
         self.gone = threading.Event()  # the sink failed or finished: stop feeding it
 
     def leave(self) -> None:
         self.gone.set()
         while True:  # release whatever is still queued for it
             try:
-                kind, value = self.ready.get_nowait()
+                release(self.ready.get_nowait())
             except queue.Empty:
                 return
-            if kind == "blob" and value[1] is not None:
-                value[1].release()
 
 
 class Producer(threading.Thread):
@@ -161,15 +171,13 @@ class Producer(threading.Thread):
         for subscriber in self.subscribers:
             self._put(subscriber, (kind, value))
 
-    def _put(self, subscriber: Subscriber, item: tuple[str, Any]) -> None:
+    def _put(self, subscriber: Subscriber, item: Item) -> None:
         while True:
             if self.cancel.is_set():
-                if item[0] == "blob" and item[1][1] is not None:
-                    item[1][1].release()
+                release(item)
                 raise _Cancelled()
             if subscriber.gone.is_set():
-                if item[0] == "blob" and item[1][1] is not None:
-                    item[1][1].release()
+                release(item)
                 return
             try:
                 subscriber.ready.put(item, timeout=0.1)
@@ -191,7 +199,7 @@ def subscriber_stream(
     progress: Progress | None = None,
     send_blob: Callable[[BlobRecord], bool] = lambda record: True,
     manifest_json: bool = True,
-    backlog: Iterable[tuple[str, Any]] = (),
+    backlog: Iterable[Item] = (),
     before_documents: Callable[[], None] | None = None,
 ) -> Generator[bytes, None, None]:
     """The bytes of one sink's archive; ``result`` is complete when the iterator ends.
@@ -247,9 +255,8 @@ def subscriber_stream(
             yield out(tar.data("manifest.json", result.output.manifest_json))
         yield out(tar.end())
     finally:
-        for kind, value in waiting:
-            if kind == "blob" and value[1] is not None:
-                value[1].release()
+        for item in waiting:
+            release(item)
         subscriber.leave()
         result.seconds = time.monotonic() - started
 

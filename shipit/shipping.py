@@ -22,7 +22,14 @@ from shipit.api import (
 )
 from shipit.archive.reader import CountingReader
 from shipit.compression import Codec
-from shipit.daemon import Endpoint, EngineInfo, image_inspect, load_stream, probe
+from shipit.daemon import (
+    Endpoint,
+    EngineInfo,
+    image_inspect,
+    load_stream,
+    probe,
+    remove_repository,
+)
 from shipit.daemon import save_stream as daemon_save_stream
 from shipit.delta import Delta, image_layers, plan
 from shipit.errors import EngineError, ShipitError, UsageError, VerificationFailed
@@ -37,7 +44,7 @@ from shipit.pipeline import (
     subscriber_stream,
 )
 from shipit.progress import Event, Progress
-from shipit.staging import StagedFeed, clean_stages
+from shipit.staging import STAGE_REPO, StagedFeed
 from shipit.transform import LayerPolicy
 
 
@@ -233,7 +240,7 @@ def _open_target(
     if staged is None:
         staged = link is not None and link < SLOW_LINK
     if staged:
-        clean_stages(endpoint)  # a run killed mid-stage may have left some
+        remove_repository(endpoint, STAGE_REPO)  # a run killed mid-stage may have left some
     order = layers[0] if staged and layers else []
     return _Target(name, endpoint, info, chosen, delta, link, order)
 

@@ -29,7 +29,6 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from shipit.archive.reader import BlobRecord
 from shipit.archive.writer import TarStream, make_image
@@ -39,15 +38,13 @@ from shipit.oci import (
     OCI_LAYER_FOR,
     Descriptor,
 )
-from shipit.pipeline import Result, Subscriber, subscriber_stream
+from shipit.pipeline import Item, Result, Subscriber, release, subscriber_stream
 from shipit.progress import Event, Progress
 
 STAGE_REPO = "shipit-stage.invalid/stage"
 #: A stage closes once it carries this many bytes: fewer, larger loads (each costs the
 #: engine a request and a temp dir) while still overlapping most of the work.
 STAGE_BYTES = 32 << 20
-
-Item = tuple[str, Any]
 
 
 class _Upload(threading.Thread):
@@ -168,9 +165,8 @@ class StagedFeed:
             finally:
                 final.close()
         finally:
-            for kind, value in [*self.backlog, *self.pool.values()]:
-                if kind == "blob" and value[1] is not None:
-                    value[1].release()
+            for item in [*self.backlog, *self.pool.values()]:
+                release(item)
             self.subscriber.leave()
             self.result.seconds = time.monotonic() - started
             self._remove_stages()
@@ -255,10 +251,3 @@ class StagedFeed:
         for name, _upload in self.uploads:
             with contextlib.suppress(Exception):
                 self.endpoint.api.remove_image(name, force=True)
-
-
-def clean_stages(endpoint: Endpoint) -> None:
-    """Remove stage images a killed run may have left."""
-    with contextlib.suppress(Exception):
-        for image in endpoint.api.images(name=STAGE_REPO):
-            endpoint.api.remove_image(image["Id"], force=True)

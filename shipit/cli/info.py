@@ -42,6 +42,7 @@ def info(
 ) -> None:
     """Show an engine's version, image store, whether it loads zstd layers and needs
     manifest.json, and (over SSH) how fast the link to it is (2 MB, measured)."""
+    from shipit.api import link_mb_s
     from shipit.daemon import probe, resolve_endpoint
 
     with resolve_endpoint(
@@ -52,7 +53,7 @@ def info(
     if as_json:
         facts = engine.to_dict()
         if link is not None:
-            facts["link_mb_s"] = "local" if link == float("inf") else round(link / 1e6, 1)
+            facts["link_mb_s"] = link_mb_s(link)
         typer.echo(json.dumps(facts, indent=2))
         return
     zstd = "yes" if engine.loads_zstd else "no (needs Engine 23.0+ or the containerd store)"

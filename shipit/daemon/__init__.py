@@ -6,7 +6,14 @@ with resolve_endpoint("rig-d26") as engine:
 """
 
 from shipit.daemon.endpoint import Endpoint, resolve_endpoint
-from shipit.daemon.engine import EngineInfo, image_inspect, load_stream, probe, save_stream
+from shipit.daemon.engine import (
+    EngineInfo,
+    image_inspect,
+    load_stream,
+    probe,
+    remove_repository,
+    save_stream,
+)
 from shipit.daemon.target import Target, parse_target
 
 __all__ = [
@@ -17,6 +24,7 @@ __all__ = [
     "load_stream",
     "parse_target",
     "probe",
+    "remove_repository",
     "resolve_endpoint",
     "save_stream",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -155,3 +156,11 @@ def image_inspect(endpoint: Endpoint, ref: str) -> dict[str, Any] | None:
         return None
     except Exception as exc:
         raise endpoint.failure(f"inspecting {ref} on", exc) from exc
+
+
+def remove_repository(endpoint: Endpoint, repository: str) -> None:
+    """Best effort: delete every image of ``repository`` (shipit's own throwaway images,
+    which a killed run may have left behind)."""
+    with contextlib.suppress(Exception):
+        for image in endpoint.api.images(name=repository):
+            endpoint.api.remove_image(image["Id"], force=True)
