@@ -52,6 +52,7 @@ class Report:
     layers: int = 0
     layers_sent: int = 0
     layers_recompressed: int = 0
+    layers_from_memo: int = 0  # compressed on an earlier run: named, not compressed again
     layers_skipped: int = 0
     bytes_saved: int = 0
     attempts: int = 1
@@ -76,6 +77,7 @@ class Report:
             "layers": self.layers,
             "layers_sent": self.layers_sent,
             "layers_recompressed": self.layers_recompressed,
+            "layers_from_memo": self.layers_from_memo,
             "layers_skipped": self.layers_skipped,
             "bytes_saved": self.bytes_saved,
             "attempts": self.attempts,
@@ -114,7 +116,8 @@ def _report(result: Result, codec: str) -> Report:
         images=names,
         layers=len(layers),
         layers_sent=len(result.sent),
-        layers_recompressed=sum(1 for b in result.blobs if b.rewritten),
+        layers_recompressed=sum(1 for b in result.blobs if b.rewritten and not b.remembered),
+        layers_from_memo=sum(1 for b in result.blobs if b.remembered),
         bytes_read=result.bytes_in,
         bytes_sent=result.bytes_out,
         seconds=result.seconds,

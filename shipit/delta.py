@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 
 from shipit.archive.reader import BlobRecord
 from shipit.archive.writer import TarStream, make_image
+from shipit.compression import Codec
 from shipit.daemon import Endpoint, EngineInfo, image_inspect, load_stream, remove_repository
 from shipit.errors import EngineError
+from shipit.memo import Memo
 from shipit.oci import (
     OCI_LAYER,
     Descriptor,
@@ -77,8 +79,20 @@ class Delta:
             self.probed[record.digest] = probe_blob(self.endpoint, record)
         return self.probed[record.digest]
 
+    def warm(self, memo: Memo, codec: Codec) -> None:
+        """Probe now for the blobs the memo says the candidate layers compress to (the
+        memo is keyed by the source blob, which is the diff_id when the source sends
+        layers uncompressed, as the classic store does)."""
+        if self.endpoint is None:
+            return
+        for diff_id in sorted(self.candidates):
+            found = memo.get(diff_id, codec)
+            if found is not None:
+                self.has_blob(found.blob(diff_id))
+
     def still_has(self, records: Iterable[BlobRecord]) -> bool:
-        """After a load: every skipped blob is still in the content store."""
+        """After a load: every skipped blob is still in the content store. (One probe at a
+        time: containerd answers four at once three times slower than one by one.)"""
         if self.endpoint is None:
             return True
         return all(probe_blob(self.endpoint, r) for r in records if r.diff_id in self.candidates)

@@ -4,7 +4,7 @@ into several, shaped for each and sending each only what it lacks."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,6 +33,7 @@ from shipit.daemon import (
 from shipit.daemon import save_stream as daemon_save_stream
 from shipit.delta import Delta, image_layers, plan
 from shipit.errors import EngineError, ShipitError, UsageError, VerificationFailed
+from shipit.memo import Compressed, Memo
 from shipit.oci import familiar_ref, short
 from shipit.pipeline import (
     IterReader,
@@ -190,12 +191,18 @@ def ship_many(
     with ExitStack() as stack:
         origin = stack.enter_context(connect.open(source))
         layers = image_layers(origin, names)  # ImageNotFound before any target is touched
+        # The source engine takes seconds before its first byte (a classic store exports
+        # every layer first): connect to the targets and ask them what they hold meanwhile.
+        save = _SaveAhead(origin, names)
+        stack.callback(save.close)
+        memo = Memo.default()
         live: list[_Target] = []
         for name in dict.fromkeys(targets):
             try:
                 live.append(_open_target(stack, connect, name, codec, layers, full, staged))
             except ShipitError as exc:
                 outcomes[name].error = exc
+        _warm(live, memo)
         if progress is not None:
             progress.total = _save_size(origin, names)
         pending = live
@@ -203,7 +210,7 @@ def ship_many(
             for target in pending:
                 target.attempts += 1
                 target.result, target.error = Result(), None
-            _transfer(origin, names, pending, progress)
+            _transfer(origin, names, pending, progress, memo, save.take)
             for target in pending:
                 _settle(target, verify)
             # A target that lost a layer between the check and the load: once more, whole.
@@ -270,22 +277,29 @@ def _settle(target: _Target, verify: bool) -> None:
 
 
 def _transfer(
-    origin: Endpoint, names: list[str], targets: list[_Target], progress: Progress | None
+    origin: Endpoint,
+    names: list[str],
+    targets: list[_Target],
+    progress: Progress | None,
+    memo: Memo,
+    started: Callable[[], Iterator[bytes] | None] = lambda: None,
 ) -> None:
-    """One read of the source; one producer per distinct codec; one thread per target."""
+    """One read of the source (``started``: a save already under way, if still unused);
+    one producer per distinct codec; one thread per target."""
     emit = progress.emit if progress else (lambda event: None)
     groups: dict[str, list[_Target]] = {}
     for target in targets:
         groups.setdefault(str(target.codec), []).append(target)
     try:
-        counting = CountingReader(
-            IterReader(daemon_save_stream(origin, names)), lambda n: emit(Event("read", n))
-        )
+        chunks = started() or daemon_save_stream(origin, names)
+        counting = CountingReader(IterReader(chunks), lambda n: emit(Event("read", n)))
     except ShipitError as exc:
         for target in targets:
             target.error = exc
         return
-    tee = Tee(counting, len(groups)) if len(groups) > 1 else None
+    # Even for one producer: the tee's thread reads the socket while the producer hashes
+    # and compresses (both let go of the GIL), which is what a redeploy's speed is.
+    tee = Tee(counting, len(groups))
     producers: list[Producer] = []
     workers: list[threading.Thread] = []
     for n, members in enumerate(groups.values()):
@@ -295,10 +309,11 @@ def _transfer(
             members[0].codec,
             readable=readable,
             skip=_skip_for(members),
+            known=_known_for(members, memo),
+            memo=memo,
         )
-        src = tee.reader(n) if tee else counting
-        drop = (lambda n=n: tee.drop(n)) if tee else None
-        producers.append(Producer(src, policy, subscribers, on_done=drop))
+        drop = partial(tee.drop, n)
+        producers.append(Producer(tee.reader(n), policy, subscribers, on_done=drop))
         for target, subscriber in zip(members, subscribers, strict=True):
             workers.append(
                 threading.Thread(
@@ -321,9 +336,76 @@ def _transfer(
         target.result.bytes_in = counting.count
 
 
+class _SaveAhead:
+    """The source's save, requested in the background; ``take`` hands it over once."""
+
+    def __init__(self, origin: Endpoint, names: list[str]) -> None:
+        self._chunks: Iterator[bytes] | None = None
+        self._error: ShipitError | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(
+            target=self._request, args=(origin, names), name="shipit-save", daemon=True
+        )
+        self._thread.start()
+
+    def _request(self, origin: Endpoint, names: list[str]) -> None:
+        try:
+            chunks = daemon_save_stream(origin, names)
+        except ShipitError as exc:
+            self._error = exc
+            return
+        with self._lock:
+            self._chunks = chunks
+            late = self._closed
+        if late:
+            self.close()
+
+    def take(self) -> Iterator[bytes] | None:
+        """The save's chunks (raising its error), or None once taken or closed."""
+        while self._thread.is_alive():
+            self._thread.join(0.2)  # short joins keep Ctrl-C responsive
+        with self._lock:
+            if self._closed:
+                return None
+            self._closed = True
+            if self._error is not None:
+                raise self._error
+            return self._chunks
+
+    def close(self) -> None:
+        """Drop the save if nobody took it (now, or when its answer comes)."""
+        with self._lock:
+            self._closed = True
+            chunks, self._chunks = self._chunks, None
+        if isinstance(chunks, Generator):
+            chunks.close()
+
+
+def _warm(targets: list[_Target], memo: Memo) -> None:
+    """While the source prepares its save: probe for the blobs the memo says the layers
+    become, so the stream does not wait on those round trips (containerd targets)."""
+    for target in targets:
+        target.delta.warm(memo, target.codec)
+
+
 def _skip_for(group: list[_Target]) -> Callable[[str], bool]:
     """A blob is left unread only when no target of the group needs it."""
     return lambda digest: all(t.delta.pre_skip(digest) for t in group)
+
+
+def _known_for(group: list[_Target], memo: Memo) -> Callable[[str], Compressed | None]:
+    """A blob is left uncompressed when the memo names its compressed form and every
+    target of the group holds that (containerd: a probe per candidate layer)."""
+    codec = group[0].codec
+
+    def known(digest: str) -> Compressed | None:
+        found = memo.get(digest, codec)
+        if found is None:
+            return None
+        return None if any(t.delta.wants(found.blob(digest)) for t in group) else found
+
+    return known
 
 
 def _feed(target: _Target, subscriber: Subscriber, progress: Progress | None) -> None:

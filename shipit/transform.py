@@ -19,6 +19,7 @@ from shipit.archive.model import Image, ImageIndex, ImageManifest, Layer
 from shipit.archive.reader import CHUNK, BlobRecord, Scan, _Prefixed
 from shipit.compression import Codec, Readable, Reader
 from shipit.errors import BadInput, DigestMismatch, TooLarge, UsageError
+from shipit.memo import Compressed, Memo
 from shipit.oci import (
     ANNOTATION_IMAGE_NAME,
     ANNOTATION_REF_NAME,
@@ -105,6 +106,11 @@ class LayerPolicy:
     max_layer: int = field(default_factory=max_layer_size)
     #: Blobs (by the digest that names them) no sink needs: checked, not kept or recompressed.
     skip: Callable[[str], bool] = lambda digest: False
+    #: Blobs whose compressed form (from the memo) every sink already holds: checked, not
+    #: kept or recompressed, and described as that compressed blob.
+    known: Callable[[str], Compressed | None] = lambda digest: None
+    #: Where to note what each recompression produced, for ``known`` on a later run.
+    memo: Memo | None = None
     on_blob: Callable[[BlobRecord], None] | None = None
 
     def __call__(
@@ -112,11 +118,14 @@ class LayerPolicy:
     ) -> BlobRecord:
         kind = compression.detect(head)
         raw = _Hashing(_Prefixed(head, body))
+        unwanted = bool(expected and self.spool and self.skip(expected))
+        known = self.known(expected) if expected and self.spool and not unwanted else None
         # Anonymous (unlinked at birth): gone when closed or when the process dies.
-        keep = self.spool and not (expected and self.skip(expected))
+        keep = self.spool and not unwanted and known is None
         spool = tempfile.TemporaryFile(dir=spool_dir()) if keep else None  # noqa: SIM115
+        codec = self._want(kind, head) if keep or not self.spool else None
         try:
-            record = self._process(key, kind, head, raw, spool, rewrite=keep or not self.spool)
+            record = self._process(key, kind, head, raw, spool, codec)
             if record.source_size != size:
                 raise BadInput(f"blob {key}: read {record.source_size} bytes, tar says {size}")
             if expected and record.source_digest != expected:
@@ -129,6 +138,10 @@ class LayerPolicy:
             raise
         if spool is not None:
             spool.seek(0)
+        if known is not None:
+            record = known.record(record)
+        elif codec is not None and self.memo is not None:
+            self.memo.remember(codec, record)
         if self.on_blob:
             self.on_blob(record)
         return record
@@ -149,10 +162,9 @@ class LayerPolicy:
         head: bytes,
         raw: _Hashing,
         spool: BinaryIO | None,
-        rewrite: bool = True,
+        codec: Codec | None,
     ) -> BlobRecord:
         is_layer = kind != "none" or _is_tar(head)
-        codec = self._want(kind, head) if rewrite else None
         if codec is None:
             # Already what was asked for: the bytes pass through untouched.
             diff_id = self._pass_through(key, kind, raw, spool) if is_layer else None

@@ -45,6 +45,7 @@ class BlobRecord:
     compression: str
     diff_id: str | None = None  # sha256 of the uncompressed tar, when it was computed
     spool: BinaryIO | None = None  # the output bytes, when a sink will want them
+    remembered: bool = False  # described from the memo (shipit.memo), not compressed again
 
     @property
     def rewritten(self) -> bool:

@@ -91,6 +91,39 @@ def test_redeploy_sends_only_the_changed_layer(rig, ssh_config, tmp_path, source
         _run_app(rig, target, "v2")
 
 
+def test_containerd_redeploy_names_unchanged_layers_from_the_memo(
+    rig, ssh_config, tmp_path, monkeypatch
+):
+    """The second ship does not compress the unchanged layers again: the memo names their
+    blobs and the probes find them. A memo entry the target lacks only costs the probe."""
+    _build_app(rig, "d26", tmp_path / "app")
+    remove(rig, "d26c", "app:v1", "app:v2")
+    memo = tmp_path / "memo"
+    monkeypatch.setenv("SHIPIT_CACHE_DIR", str(memo))
+    common = ("--from", socket(rig, "d26"), "--to", "rig-d26c", "--ssh-config", ssh_config)
+    first = _ship("app:v1", *common)
+    assert first["layers_from_memo"] == 0 and first["layers_recompressed"] == 3
+    entries = list((memo / "compressed" / "zstd-3").iterdir())
+    assert len(entries) == 3
+    second = _ship("app:v2", *common)
+    assert second["layers_from_memo"] == 2, second  # busybox and the base
+    assert second["layers_recompressed"] == 1 and second["layers_sent"] == 1
+    assert second["layers_skipped"] == 2
+
+    # Every entry now names a blob nobody has: the layers are compressed again, their
+    # real blobs are found on the target all the same, and nothing extra is sent.
+    for entry in entries:
+        value = json.loads(entry.read_text())
+        entry.write_text(json.dumps({**value, "digest": "sha256:" + "0" * 64}))
+    remove(rig, "d26c", "app:v2")
+    third = _ship("app:v2", *common)
+    assert third["layers_from_memo"] == 0 and third["layers_recompressed"] == 3
+    assert third["layers_skipped"] == 2 and third["layers_sent"] == 1, third
+    docker_cli(rig, "d26c", "rmi", "app:v1")
+    docker_cli(rig, "d26c", "save", "-o", str(tmp_path / "v2.tar"), "app:v2")
+    _run_app(rig, "d26c", "v2")
+
+
 def test_containerd_snapshot_without_blob_is_not_trusted(rig, ssh_config, tmp_path):
     """A target whose snapshot exists but whose blob does not (an image loaded from a
     differently compressed archive) gets the blob sent, so later saves work."""

@@ -1,0 +1,100 @@
+"""The memo of compressed layers: what it records, and what a policy does with a hit."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from imagefactory import oci_archive, read_tar, sample_images, validate
+
+from shipit import compression
+from shipit.compression import Codec
+from shipit.errors import DigestMismatch
+from shipit.memo import Compressed, Memo
+from shipit.pipeline import Result, convert_stream
+from shipit.transform import LayerPolicy
+
+
+def convert(data: bytes, policy: LayerPolicy) -> tuple[bytes, Result]:
+    result = Result()
+    return b"".join(convert_stream(io.BytesIO(data), policy, result)), result
+
+
+def layers(result: Result) -> list:
+    return [r for r in result.blobs if r.diff_id is not None]
+
+
+def test_a_recompression_is_remembered_with_its_digest_size_and_diff_id(tmp_path: Path) -> None:
+    memo = Memo(tmp_path)
+    _, result = convert(oci_archive(sample_images()), LayerPolicy(Codec("zstd"), memo=memo))
+    assert len(layers(result)) == 3
+    for record in layers(result):
+        assert memo.get(record.source_digest, Codec("zstd")) == Compressed(
+            record.digest, record.size, "zstd", record.diff_id
+        )
+        assert memo.get(record.source_digest, Codec("zstd", level=9)) is None
+        assert memo.get(record.source_digest, Codec("gzip")) is None
+
+
+def test_a_known_layer_is_checked_but_not_compressed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memo = Memo(tmp_path)
+    archive = oci_archive(sample_images())
+    first, before = convert(archive, LayerPolicy(Codec("zstd"), memo=memo))
+
+    def no_compressing(*args: object) -> None:
+        raise AssertionError("compressed a layer the memo knows")
+
+    monkeypatch.setattr(compression, "compressor", no_compressing)
+    policy = LayerPolicy(Codec("zstd"), known=lambda d: memo.get(d, Codec("zstd")))
+    second, after = convert(archive, policy)
+    # Described as the blobs of the first run (so the same manifests), but not kept: a
+    # sink that takes this archive must already hold them.
+    assert [(r.digest, r.size, r.diff_id) for r in layers(after)] == [
+        (r.digest, r.size, r.diff_id) for r in layers(before)
+    ]
+    assert {r.digest for r in after.skipped} == {r.digest for r in layers(before)}
+    assert after.output is not None and before.output is not None
+    assert after.output.index_json == before.output.index_json
+    assert after.output.documents == before.output.documents
+    sent = {name for name in read_tar(second) if name.startswith("blobs/")}
+    assert not sent & {"blobs/" + r.digest.replace(":", "/") for r in layers(before)}
+    validate(first)
+
+
+def test_a_known_layer_whose_bytes_are_wrong_still_fails(tmp_path: Path) -> None:
+    memo = Memo(tmp_path)
+    archive = oci_archive(sample_images())
+    convert(archive, LayerPolicy(Codec("zstd"), memo=memo))
+    marker = b"Hello, World!\n"
+    assert archive.count(marker) >= 1
+    bad = archive.replace(marker, b"Hello, Wrold!\n", 1)
+    policy = LayerPolicy(Codec("zstd"), known=lambda d: memo.get(d, Codec("zstd")))
+    with pytest.raises(DigestMismatch):
+        convert(bad, policy)
+
+
+def test_a_damaged_or_foreign_entry_is_not_known(tmp_path: Path) -> None:
+    memo = Memo(tmp_path)
+    _, result = convert(oci_archive(sample_images()), LayerPolicy(Codec("zstd"), memo=memo))
+    record = layers(result)[0]
+    entry = tmp_path / "compressed" / "zstd-3" / record.source_digest.removeprefix("sha256:")
+    good = json.loads(entry.read_text())
+    for broken in ("{", "[]", json.dumps({**good, "digest": "md5:00"}), json.dumps({})):
+        entry.write_text(broken)
+        assert memo.get(record.source_digest, Codec("zstd")) is None
+    entry.write_text(json.dumps({**good, "compression": "gzip"}))
+    assert memo.get(record.source_digest, Codec("zstd")) is None
+    assert memo.get("sha256:../../etc", Codec("zstd")) is None
+
+
+def test_an_unwritable_memo_is_silently_skipped(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    memo = Memo(blocker)
+    out, _ = convert(oci_archive(sample_images()), LayerPolicy(Codec("zstd"), memo=memo))
+    validate(out)
+    assert not list(tmp_path.glob("**/.tmp-*"))
