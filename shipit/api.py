@@ -145,10 +145,16 @@ UNCOMPRESSED_LINK = {"gzip": 60e6, "zstd": float("inf")}
 SLOW_LINK = 20e6
 
 
-def choose_codec(info: EngineInfo, requested: Codec | None, link: float | None) -> Codec:
+def choose_codec(
+    info: EngineInfo, requested: Codec | None, link: float | None, *, alone: bool = True
+) -> Codec:
     """The layer compression for a target, or Unsupported before a byte is sent.
 
     ``link`` is the measured bytes/s to it (``inf``: on this machine; None: unknown).
+    ``alone`` is False when the same ship feeds other targets: this machine's cores then
+    serve all of them, and plain layers over SSH cost encryption of 3× the bytes (measured
+    on loopback, fan-out to three: 1.45× one target with gzip 1 into Engine 20.10, 1.62×
+    with none).
     """
     if requested is not None:
         if requested.name not in readable_by(info):
@@ -158,7 +164,9 @@ def choose_codec(info: EngineInfo, requested: Codec | None, link: float | None) 
             )
         return requested
     packed = "zstd" if info.loads_zstd else "gzip"
-    if link is not None and info.image_store == "classic" and link >= UNCOMPRESSED_LINK[packed]:
+    local = link == float("inf")  # a socket on this machine: nothing to encrypt
+    fast = link is not None and link >= UNCOMPRESSED_LINK[packed] and (alone or local)
+    if fast and info.image_store == "classic":
         return Codec("none")  # compressing would only cost time, ours and the engine's
     # The containerd store keeps blobs as sent and shipit finds them again by digest, so
     # it always gets the same bytes (zstd 3) whatever the link: a stronger level on one

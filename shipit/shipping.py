@@ -197,9 +197,10 @@ def ship_many(
         stack.callback(save.close)
         memo = Memo.default()
         live: list[_Target] = []
+        alone = len(set(targets)) == 1
         for name in dict.fromkeys(targets):
             try:
-                live.append(_open_target(stack, connect, name, codec, layers, full, staged))
+                live.append(_open_target(stack, connect, name, codec, layers, full, staged, alone))
             except ShipitError as exc:
                 outcomes[name].error = exc
         _warm(live, memo)
@@ -238,11 +239,12 @@ def _open_target(
     layers: list[list[str]],
     full: bool,
     staged: bool | None,
+    alone: bool,
 ) -> _Target:
     endpoint = stack.enter_context(connect.open(name))
     info = probe(endpoint)
     link = endpoint.link_speed() if codec is None or staged is None else None
-    chosen = choose_codec(info, codec, link)
+    chosen = choose_codec(info, codec, link, alone=alone)
     delta = Delta(endpoint.name) if full else plan(endpoint, info, layers)
     if staged is None:
         staged = link is not None and link < SLOW_LINK

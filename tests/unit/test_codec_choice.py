@@ -60,6 +60,13 @@ def test_codec_follows_engine_and_link(engine, link, expected):
     assert str(choose_codec(engine, None, link)) == expected
 
 
+def test_a_fan_out_compresses_for_a_fast_ssh_link_but_not_a_local_socket():
+    assert str(choose_codec(CLASSIC_20, None, 180 * MB, alone=False)) == "gzip:1"
+    assert str(choose_codec(CLASSIC_20, None, INF, alone=False)) == "none"
+    assert str(choose_codec(CLASSIC_26, None, INF, alone=False)) == "none"
+    assert str(choose_codec(CLASSIC_20, None, 12.5 * MB, alone=False)) == "gzip:3"
+
+
 def test_asked_for_codec_wins_unless_unreadable():
     assert str(choose_codec(CLASSIC_26, Codec("gzip", 9), 12.5 * MB)) == "gzip:9"
     with pytest.raises(Unsupported, match="cannot load zstd"):
