@@ -70,8 +70,10 @@ def ship(
     only the layers a target lacks. The compression follows the target and the link,
     measured over SSH: zstd where the engine reads it (gzip for Engine 20.10), zstd 6 /
     gzip 3 below 20 MB/s, none into a classic store on this machine or, for gzip-only
-    engines, over links of 60 MB/s and more. Also runs without the word:
-    `shipit IMAGE... --to TARGET`."""
+    engines, over links of 60 MB/s and more when it is the only target. A layer the target
+    already holds in the form an earlier run compressed it to is named from a memo
+    ($SHIPIT_CACHE_DIR, else ~/.cache/shipit), not compressed again. Also runs without the
+    word: `shipit IMAGE... --to TARGET`."""
     codec = codec_option(compression, level, None)
     with progress_bar("shipping", None, quiet) as progress:
         outcomes = api.ship_many(
