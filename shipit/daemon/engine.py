@@ -78,7 +78,7 @@ class _Resumed(io.RawIOBase):
 
     def __init__(self, old: io.BufferedReader) -> None:
         self._old = old
-        self._pending = old.read1(len(old.peek(1))) if old.peek(1) else b""
+        self._pending = old.read1(len(old.peek(1)))  # what it holds (b"" if nothing)
 
     def readable(self) -> bool:
         return True
