@@ -245,6 +245,20 @@ class Output:
     images: list[tuple[tuple[str, ...], Descriptor, ImageManifest | None]]
 
 
+def _add_legacy(
+    legacy: list[dict[str, Any]], config: str, layers: list[str], tags: list[str]
+) -> None:
+    """One ``manifest.json`` entry per image as written: two source manifests that became
+    the same (gzip and zstd copies of one image, both now zstd) share one entry, as
+    ``docker save`` writes them, so converting shipit's output again changes nothing."""
+    for entry in legacy:
+        if entry["Config"] == config and entry["Layers"] == layers:
+            known = entry["RepoTags"] or []
+            entry["RepoTags"] = [*known, *(t for t in tags if t not in known)] or None
+            return
+    legacy.append({"Config": config, "RepoTags": tags or None, "Layers": layers})
+
+
 def rewrite(images: list[Image], scan: Scan) -> Output:
     """New manifests, indexes and ``index.json``/``manifest.json`` for the blobs as written."""
     documents: dict[str, bytes] = {}
@@ -257,12 +271,11 @@ def rewrite(images: list[Image], scan: Scan) -> Output:
         summary.append((image.names, root, runnable))
         entries.extend(_index_entries(root, image.names))
         if runnable is not None:
-            legacy.append(
-                {
-                    "Config": blob_path(runnable.config.digest),
-                    "RepoTags": [familiar_ref(n) for n in image.names] or None,
-                    "Layers": [blob_path(d) for d in _layer_digests(runnable, scan)],
-                }
+            _add_legacy(
+                legacy,
+                blob_path(runnable.config.digest),
+                [blob_path(d) for d in _layer_digests(runnable, scan)],
+                [familiar_ref(n) for n in image.names],
             )
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
     return Output(

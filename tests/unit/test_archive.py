@@ -96,6 +96,52 @@ def test_reads_compressed_archives(outer: str) -> None:
     assert validate(out).layer_compressions == {"zstd"}
 
 
+@pytest.mark.parametrize("wire", ["gzip", "zstd"])
+def test_a_compressed_upload_is_shipit_s_own_archive_compressed_whole(wire: str) -> None:
+    """What ``--wire`` sends: the archive, compressed as one stream, never an empty chunk
+    (it would end a chunked HTTP body), counted as sent; shipit reads it back whole."""
+    from shipit.compression import compressed_chunks, decompressor, detect
+
+    archive, _ = convert(LAYOUTS["oci-25-classic"](), Codec("none"))
+    pieces = [archive[i : i + 4096] for i in range(0, len(archive), 4096)]
+    sizes: list[int] = []
+    chunks = list(compressed_chunks(pieces, Codec(wire), sizes.append))
+    assert chunks and all(chunks) and sizes == [len(c) for c in chunks]
+    upload = b"".join(chunks)
+    assert detect(upload) == wire and len(upload) < len(archive)
+    assert decompressor(wire, io.BytesIO(upload)).read() == archive
+    out, _ = convert(upload, Codec("none"))
+    assert validate(out).layer_compressions == {"none"}
+
+
+def test_one_image_listed_twice_gets_one_manifest_json_entry() -> None:
+    """A containerd store saves an image it holds as gzip and as plain layers twice; as
+    zstd both are the same image, written as one manifest.json entry with both tags (as
+    ``docker save`` does), so converting shipit's output again is byte-identical."""
+    import json
+
+    from imagefactory import TestImage, _tar, read_tar
+
+    image = sample_images()[0]
+    parts = [
+        read_tar(oci_archive([TestImage([tag], image.layers, image.cmd)], kind))
+        for tag, kind in (("rosie:latest", "gzip"), ("rosie:test", "none"))
+    ]
+    merged = {**parts[0], **parts[1]}
+    for top in ("index.json", "manifest.json"):
+        docs = [json.loads(part[top]) for part in parts]
+        if top == "index.json":
+            merged[top] = json.dumps(
+                {**docs[0], "manifests": docs[0]["manifests"] + docs[1]["manifests"]}
+            ).encode()
+        else:
+            merged[top] = json.dumps(docs[0] + docs[1]).encode()
+    out, _ = convert(_tar(list(merged.items())), Codec("zstd"))
+    entries = json.loads(read_tar(out)["manifest.json"])
+    assert [e["RepoTags"] for e in entries] == [["rosie:latest", "rosie:test"]]
+    assert convert(out, Codec("zstd"))[0] == out
+
+
 def test_own_output_reads_back_and_full_verify_passes() -> None:
     out, _ = convert(LAYOUTS["legacy-20.10"](), Codec("zstd"))
     result = scan_only(io.BytesIO(out), LayerPolicy(None, full=True))
