@@ -12,6 +12,7 @@ import io
 import lzma
 import os
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -158,6 +159,41 @@ def compressor(codec: Codec, out: Writable) -> Compressor:
     if codec.name == "gzip":
         return _GzipCompressor(codec, out)
     return _Plain(out)
+
+
+class _Parts:
+    """What a compressor wrote since it was last drained."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self.parts.append(bytes(data))
+
+    def drain(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
+
+
+def compressed_chunks(
+    chunks: Iterable[bytes], codec: Codec, counted: Callable[[int], None] = lambda n: None
+) -> Iterator[bytes]:
+    """``chunks`` as one ``codec`` stream, e.g. a whole ``docker load`` upload; ``counted``
+    hears each output size. Never yields an empty chunk (it would end a chunked body)."""
+    parts = _Parts()
+    stream = compressor(codec, parts)
+    for chunk in chunks:
+        stream.write(chunk)
+        if parts.parts:
+            data = parts.drain()
+            counted(len(data))
+            yield data
+    stream.finish()
+    data = parts.drain()
+    if data:
+        counted(len(data))
+        yield data
 
 
 #: Largest zstd window accepted when reading (a hostile frame could ask for 2 GiB+).

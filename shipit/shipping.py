@@ -18,10 +18,11 @@ from shipit.api import (
     _open_input,
     _report,
     choose_codec,
+    choose_wire,
     readable_by,
 )
 from shipit.archive.reader import CountingReader
-from shipit.compression import Codec
+from shipit.compression import Codec, compressed_chunks
 from shipit.daemon import (
     Endpoint,
     EngineInfo,
@@ -51,10 +52,14 @@ from shipit.transform import LayerPolicy
 
 @dataclass
 class DaemonSink:
-    """A Docker engine's ``/images/load``, fed as a streamed request body."""
+    """A Docker engine's ``/images/load``, fed as a streamed request body; with ``wire``,
+    the body is compressed as a whole (see ``choose_wire``) and ``wire_bytes`` counts it."""
 
     endpoint: Endpoint
     info: EngineInfo
+    wire: Codec | None = None
+    wire_bytes: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def name(self) -> str:
@@ -65,7 +70,13 @@ class DaemonSink:
         return readable_by(self.info)
 
     def consume(self, chunks: Iterable[bytes]) -> list[str]:
+        if self.wire is not None:
+            chunks = compressed_chunks(chunks, self.wire, self._counted)
         return load_stream(self.endpoint, chunks)
+
+    def _counted(self, n: int) -> None:
+        with self._lock:  # stage uploads compress in their own threads
+            self.wire_bytes += n
 
 
 def load(
@@ -126,6 +137,7 @@ class _Target:
     info: EngineInfo
     codec: Codec
     delta: Delta
+    wire: Codec | None = None  # the whole upload's compression (layers then go plain)
     link: float | None = None  # measured bytes/s (inf: this machine), when it was measured
     stage_order: list[str] = field(default_factory=list)  # diff_ids to load bottom-up
     result: Result = field(default_factory=Result)
@@ -145,6 +157,7 @@ def ship(
     verify: bool = True,
     full: bool = False,
     staged: bool | None = None,
+    wire: Codec | None = None,
 ) -> Report:
     """Stream images from one engine into another, recompressed for the target, sending
     only the layers it lacks, and check that what landed has the source's config and
@@ -159,6 +172,7 @@ def ship(
         verify=verify,
         full=full,
         staged=staged,
+        wire=wire,
     )
     if outcome.error is not None:
         raise outcome.error
@@ -177,13 +191,15 @@ def ship_many(
     verify: bool = True,
     full: bool = False,
     staged: bool | None = None,
+    wire: Codec | None = None,
 ) -> list[TargetResult]:
     """Ship to several targets from one read of the source: each distinct layer
     compression is produced once, targets are fed concurrently, each with its own delta.
     A target that fails does not stop the others; its error is in its result.
 
     ``staged`` loads layers bottom-up in several loads so the target registers them while
-    the rest streams (see shipit.staging); None: when the link is slow."""
+    the rest streams (see shipit.staging); None: when the link is slow. ``wire`` forces
+    the compression of each whole upload (``none``: off); None: see ``choose_wire``."""
     names = _checked_names(images)
     if not targets:
         raise UsageError("name at least one --to target")
@@ -200,7 +216,9 @@ def ship_many(
         alone = len(set(targets)) == 1
         for name in dict.fromkeys(targets):
             try:
-                live.append(_open_target(stack, connect, name, codec, layers, full, staged, alone))
+                live.append(
+                    _open_target(stack, connect, name, codec, wire, layers, full, staged, alone)
+                )
             except ShipitError as exc:
                 outcomes[name].error = exc
         _warm(live, memo)
@@ -221,6 +239,7 @@ def ship_many(
                 outcomes[target.name].error = target.error
             else:
                 report = _report(target.result, str(target.codec))
+                report.wire_compression = str(target.wire) if target.wire else None
                 report.target, report.loaded = target.info, target.loaded
                 report.layers_skipped = len(target.result.skipped)
                 report.bytes_saved = target.result.bytes_saved
@@ -236,6 +255,7 @@ def _open_target(
     connect: Connect,
     name: str,
     codec: Codec | None,
+    wire: Codec | None,
     layers: list[list[str]],
     full: bool,
     staged: bool | None,
@@ -244,14 +264,16 @@ def _open_target(
     endpoint = stack.enter_context(connect.open(name))
     info = probe(endpoint)
     link = endpoint.link_speed() if codec is None or staged is None else None
-    chosen = choose_codec(info, codec, link, alone=alone)
+    chosen, wire = choose_wire(
+        info, codec, choose_codec(info, codec, link, alone=alone), wire, alone=alone
+    )
     delta = Delta(endpoint.name) if full else plan(endpoint, info, layers)
     if staged is None:
         staged = link is not None and link < SLOW_LINK
     if staged:
         remove_repository(endpoint, STAGE_REPO)  # a run killed mid-stage may have left some
     order = layers[0] if staged and layers else []
-    return _Target(name, endpoint, info, chosen, delta, link, order)
+    return _Target(name, endpoint, info, chosen, delta, wire, link=link, stage_order=order)
 
 
 def _retry_whole(target: _Target) -> bool:
@@ -411,6 +433,7 @@ def _known_for(group: list[_Target], memo: Memo) -> Callable[[str], Compressed |
 
 
 def _feed(target: _Target, subscriber: Subscriber, progress: Progress | None) -> None:
+    sink = DaemonSink(target.endpoint, target.info, target.wire)
     if target.stage_order and target.attempts == 1:
         staged = StagedFeed(
             target.endpoint,
@@ -418,6 +441,7 @@ def _feed(target: _Target, subscriber: Subscriber, progress: Progress | None) ->
             subscriber,
             target.result,
             target.stage_order,
+            load=sink.consume,
             send_blob=target.delta.wants,
             progress=progress,
         )
@@ -427,9 +451,11 @@ def _feed(target: _Target, subscriber: Subscriber, progress: Progress | None) ->
         stream = subscriber_stream(
             subscriber, target.result, progress=progress, send_blob=target.delta.wants
         )
-        run = partial(load_stream, target.endpoint, stream)
+        run = partial(sink.consume, stream)
     try:
         target.loaded = run()
+        if sink.wire is not None:
+            target.result.bytes_out = sink.wire_bytes  # what went out: compressed
     except ShipitError as exc:
         target.error = exc
     except Exception as exc:  # a bug must not take the other targets down

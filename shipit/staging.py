@@ -28,11 +28,11 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from shipit.archive.reader import BlobRecord
 from shipit.archive.writer import TarStream, make_image
-from shipit.daemon import Endpoint, EngineInfo, load_stream
+from shipit.daemon import Endpoint, EngineInfo
 from shipit.errors import ShipitError
 from shipit.oci import (
     OCI_LAYER_FOR,
@@ -46,13 +46,17 @@ STAGE_REPO = "shipit-stage.invalid/stage"
 #: engine a request and a temp dir) while still overlapping most of the work.
 STAGE_BYTES = 32 << 20
 
+Load = Callable[[Iterable[bytes]], list[str]]
+"""One upload into the target's ``/images/load``; returns its "Loaded …" lines."""
+
 
 class _Upload(threading.Thread):
     """One stage's ``/images/load``, its body fed chunk by chunk from the feeding thread."""
 
-    def __init__(self, endpoint: Endpoint, name: str, prev: _Upload | None) -> None:
+    def __init__(self, load: Load, target: str, name: str, prev: _Upload | None) -> None:
         super().__init__(name=f"shipit-{name}", daemon=True)
-        self.endpoint = endpoint
+        self.load = load
+        self.target = target
         self.prev = prev
         self.chunks: queue.Queue[bytes | None] = queue.Queue(8)
         self.error: ShipitError | None = None
@@ -60,17 +64,17 @@ class _Upload(threading.Thread):
 
     def run(self) -> None:
         try:
-            load_stream(self.endpoint, iter(self.chunks.get, None))
+            self.load(iter(self.chunks.get, None))
         except ShipitError as exc:
             self.error = exc
         except Exception as exc:  # a bug here must still fail the ship, not hang it
-            self.error = ShipitError(f"loading a stage into {self.endpoint.name}: {exc}")
+            self.error = ShipitError(f"loading a stage into {self.target}: {exc}")
 
     def put(self, chunk: bytes | None) -> None:
         while True:
             if not self.is_alive():
                 self.finish()
-                raise ShipitError(f"{self.endpoint.name} ended a stage's load early")
+                raise ShipitError(f"{self.target} ended a stage's load early")
             try:
                 self.chunks.put(chunk, timeout=0.2)
                 return
@@ -122,10 +126,12 @@ class StagedFeed:
         result: Result,
         order: list[str],
         *,
+        load: Load,
         send_blob: Callable[[BlobRecord], bool],
         progress: Progress | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.load = load
         self.info = info
         self.subscriber = subscriber
         self.result = result
@@ -161,7 +167,7 @@ class StagedFeed:
             )
             self.backlog, self.pool = [], {}
             try:
-                return load_stream(self.endpoint, final)
+                return self.load(final)
             finally:
                 final.close()
         finally:
@@ -193,7 +199,7 @@ class StagedFeed:
                     self.result.skipped.append(record)
                     continue
                 if upload is None:
-                    upload = _Upload(self.endpoint, name, last)
+                    upload = _Upload(self.load, self.endpoint.name, name, last)
                     self.uploads.append((name, upload))
                     upload.start()
                     self._put(upload, tar.start())

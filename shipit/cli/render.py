@@ -141,6 +141,13 @@ def print_report(report: Report, as_json: bool, verb: str) -> None:
         f"{verb} {', '.join(data['images'])}{where}: {_count(data['layers'], 'layer')}"
         f"{f' ({report.layers_skipped} already there)' if report.layers_skipped else ''}, "
         f"{human(report.bytes_read)} read, {human(report.bytes_sent)} written "
-        f"({report.ratio:.2f}x, {report.compression}) in {report.seconds:.1f} s ({speed:.0f} MB/s)",
+        f"({report.ratio:.2f}x, {_compression(report)}) in {report.seconds:.1f} s "
+        f"({speed:.0f} MB/s)",
         err=True,
     )
+
+
+def _compression(report: Report) -> str:
+    if report.wire_compression:
+        return f"{report.compression} layers in a {report.wire_compression} upload"
+    return report.compression

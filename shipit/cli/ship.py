@@ -23,6 +23,7 @@ from shipit.cli.render import (
     progress_bar,
 )
 from shipit.cli.targets import TARGET_FORMS, TARGET_HELP
+from shipit.compression import Codec
 from shipit.errors import ShipitError
 
 
@@ -57,6 +58,18 @@ def ship(
             show_default=False,
         ),
     ] = None,
+    wire: Annotated[
+        str | None,
+        typer.Option(
+            "--wire",
+            metavar="zstd|gzip|none",
+            help="Compress each whole upload (zstd needs Engine 23+) and send the layers "
+            "inside it plain unless --compression says otherwise; none: compress layers "
+            "only [default: for a lone classic-store target whose layers would be "
+            "compressed, with the setting they would get].",
+            show_default=False,
+        ),
+    ] = None,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
     no_verify: Annotated[
@@ -70,11 +83,14 @@ def ship(
     only the layers a target lacks. The compression follows the target and the link,
     measured over SSH: zstd where the engine reads it (gzip for Engine 20.10), zstd 6 /
     gzip 3 below 20 MB/s, none into a classic store on this machine or, for gzip-only
-    engines, over links of 60 MB/s and more when it is the only target. A layer the target
+    engines, over links of 60 MB/s and more when it is the only target. A lone target with
+    the classic store gets its layers plain inside one upload compressed that way (see
+    --wire): the same bytes, but nothing waits for a compressed size. A layer the target
     already holds in the form an earlier run compressed it to is named from a memo
     ($SHIPIT_CACHE_DIR, else ~/.cache/shipit), not compressed again. Also runs without the
     word: `shipit IMAGE... --to TARGET`."""
     codec = codec_option(compression, level, None)
+    wire_codec = Codec.parse(wire) if wire else None
     with progress_bar("shipping", None, quiet) as progress:
         outcomes = api.ship_many(
             images,
@@ -86,6 +102,7 @@ def ship(
             verify=not no_verify,
             full=full,
             staged=staged,
+            wire=wire_codec,
         )
     failures = [o.error for o in outcomes if o.error is not None]
     if len(outcomes) == 1:

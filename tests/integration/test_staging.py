@@ -11,7 +11,8 @@ from engines import docker_cli, identity, inspect, remove, run_image, socket
 
 import shipit.staging
 from shipit.api import Connect, ship
-from shipit.errors import EngineError
+from shipit.compression import Codec
+from shipit.errors import EngineError, Unsupported
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +56,36 @@ def test_staged_ship_lands_the_image(rig, ssh_config, monkeypatch, tmp_path, eng
     again = _ship(rig, ssh_config, engine, staged=True)  # the target has it all now
     assert again.layers_sent == 0 and again.stages == 0
     assert _stage_images(rig, engine) == []
+
+
+@pytest.mark.parametrize(("engine", "wire"), [("d20", "gzip"), ("d26", "zstd")])
+@pytest.mark.parametrize("staged", [True, False])
+def test_a_compressed_upload_carries_plain_layers(
+    rig, ssh_config, monkeypatch, engine, wire, staged
+):
+    """--wire: each upload (every stage and the image's own) is one compressed stream
+    around plain layers; the engine decompresses it and the source's image lands."""
+    monkeypatch.setattr(shipit.staging, "STAGE_BYTES", 1)
+    before = inspect(rig, SOURCE[engine], "layered:latest")
+    assert before is not None
+    remove(rig, engine, "layered:latest")
+    report = _ship(rig, ssh_config, engine, staged=staged, full=True, wire=Codec(wire))
+    assert (
+        report.compression == "none"
+        and report.wire_compression == f"{wire}:{1 if wire == 'gzip' else 3}"
+    )
+    assert report.stages == (len(before["RootFS"]["Layers"]) - 1 if staged else 0)
+    # bytes_sent counts the compressed upload(s): well under the tar that went into them
+    assert 0 < report.bytes_sent < report.bytes_read * 0.9, report.to_dict()
+    landed = inspect(rig, engine, "layered:latest")
+    assert landed is not None and identity(landed) == identity(before)
+    assert _stage_images(rig, engine) == []
+    assert "layered ok" in run_image(rig, engine, "layered:latest")
+
+
+def test_a_zstd_upload_is_refused_before_engine_20_10_sees_a_byte(rig, ssh_config):
+    with pytest.raises(Unsupported, match="cannot load a zstd upload"):
+        _ship(rig, ssh_config, "d20", full=True, wire=Codec("zstd"))
 
 
 @pytest.mark.parametrize("engine", ["d20", "d26c"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shipit.api import choose_codec
+from shipit.api import choose_codec, choose_wire
 from shipit.compression import Codec
 from shipit.daemon.engine import EngineInfo
 from shipit.errors import Unsupported
@@ -73,3 +73,42 @@ def test_asked_for_codec_wins_unless_unreadable():
     assert str(choose_codec(CLASSIC_26, Codec("gzip", 9), 12.5 * MB)) == "gzip:9"
     with pytest.raises(Unsupported, match="cannot load zstd"):
         choose_codec(CLASSIC_20, Codec("zstd"), INF)
+
+
+def _shape(engine, link, *, requested=None, wire=None, alone=True):
+    layers, upload = choose_wire(
+        engine, requested, choose_codec(engine, requested, link, alone=alone), wire, alone=alone
+    )
+    return str(layers), str(upload) if upload else None
+
+
+@pytest.mark.parametrize(
+    ("engine", "link", "expected"),
+    [
+        # A classic store decompresses everything it loads: plain layers, compressed upload.
+        (CLASSIC_20, 12.5 * MB, ("none", "gzip:3")),
+        (CLASSIC_26, 12.5 * MB, ("none", "zstd:6")),
+        (CLASSIC_26, 180 * MB, ("none", "zstd:3")),
+        (CLASSIC_20, None, ("none", "gzip:1")),
+        # Nothing to compress at all: nothing changes.
+        (CLASSIC_20, 180 * MB, ("none", None)),
+        (CLASSIC_26, INF, ("none", None)),
+        # The containerd store keeps the layers as sent: they stay compressed.
+        (CONTAINERD, 12.5 * MB, ("zstd:3", None)),
+    ],
+)
+def test_a_lone_classic_target_gets_one_compressed_upload(engine, link, expected):
+    assert _shape(engine, link) == expected
+
+
+def test_the_upload_stays_plain_in_a_fan_out_or_when_layers_are_asked_for():
+    assert _shape(CLASSIC_26, 12.5 * MB, alone=False) == ("zstd:3", None)
+    assert _shape(CLASSIC_26, 12.5 * MB, requested=Codec("gzip")) == ("gzip:1", None)
+
+
+def test_a_forced_upload_compression():
+    assert _shape(CLASSIC_20, 180 * MB, wire=Codec("gzip")) == ("none", "gzip:1")
+    assert _shape(CONTAINERD, 12.5 * MB, wire=Codec("zstd")) == ("zstd:3", "zstd:3")
+    assert _shape(CLASSIC_26, 12.5 * MB, wire=Codec("none")) == ("zstd:6", None)
+    with pytest.raises(Unsupported, match="cannot load a zstd upload"):
+        _shape(CLASSIC_20, 12.5 * MB, wire=Codec("zstd"))
