@@ -1057,7 +1057,8 @@ def choices(runs: dict[str, dict[str, Any]]) -> list[str]:
             link = rep.get("link_mb_s")
             rows.append(
                 f"| {key} | {target} | {'' if link is None else link} | "
-                f"{rep.get('compression', '')} | {rep.get('stages', 'not reported')} | "
+                f"{rep.get('compression', '')} | {rep.get('wire_compression') or ''} | "
+                f"{rep.get('stages', 'not reported')} | "
                 f"{mb(rep.get('bytes_sent'))} |"
             )
     if not rows:
@@ -1067,11 +1068,12 @@ def choices(runs: dict[str, dict[str, Any]]) -> list[str]:
         "",
         "Per target, from shipit's `--json` summary: the link it measured over SSH (MB/s; "
         "2 MB of SSH IGNORE packets), the layer compression that followed from it and the "
-        "engine, and how many stage loads went before the image's own (staged loads are on "
-        "below 20 MB/s).",
+        "engine, the compression of the whole upload around plain layers (classic stores, "
+        "one target), and how many stage loads went before the image's own (staged loads "
+        "are on below 20 MB/s).",
         "",
-        "| run | target | link MB/s | compression | stages | bytes sent |",
-        "|---|---|---|---|---|---|",
+        "| run | target | link MB/s | layers | upload | stages | bytes sent |",
+        "|---|---|---|---|---|---|---|",
         *rows,
         "",
     ]
