@@ -122,16 +122,18 @@ class _ZstdCompressor:
         self._writer.close()
 
 
+def _gzip_stream(codec: Codec) -> Any:
+    level = codec.effective_level()
+    # ISA-L is 5x faster than zlib at its levels 1..3; zlib serves the higher ones.
+    # wbits=31 writes a gzip header with mtime 0, so output is reproducible.
+    if level <= 3:
+        return isal_zlib.compressobj(level, isal_zlib.DEFLATED, 31)
+    return zlib.compressobj(level, zlib.DEFLATED, 31)
+
+
 class _GzipCompressor:
     def __init__(self, codec: Codec, out: Writable) -> None:
-        level = codec.effective_level()
-        # ISA-L is 5x faster than zlib at its levels 1..3; zlib serves the higher ones.
-        # wbits=31 writes a gzip header with mtime 0, so output is reproducible.
-        self._obj = (
-            isal_zlib.compressobj(level, isal_zlib.DEFLATED, 31)
-            if level <= 3
-            else zlib.compressobj(level, zlib.DEFLATED, 31)
-        )
+        self._obj = _gzip_stream(codec)
         self._out = out
 
     def write(self, data: bytes) -> None:
@@ -161,39 +163,38 @@ def compressor(codec: Codec, out: Writable) -> Compressor:
     return _Plain(out)
 
 
-class _Parts:
-    """What a compressor wrote since it was last drained."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        if data:
-            self.parts.append(bytes(data))
-
-    def drain(self) -> bytes:
-        data, self.parts = b"".join(self.parts), []
-        return data
-
-
 def compressed_chunks(
     chunks: Iterable[bytes], codec: Codec, counted: Callable[[int], None] = lambda n: None
 ) -> Iterator[bytes]:
     """``chunks`` as one ``codec`` stream, e.g. a whole ``docker load`` upload; ``counted``
     hears each output size. Never yields an empty chunk (it would end a chunked body)."""
-    parts = _Parts()
-    stream = compressor(codec, parts)
-    for chunk in chunks:
-        stream.write(chunk)
-        if parts.parts:
-            data = parts.drain()
+    for data in _compressed(chunks, codec):
+        if data:
             counted(len(data))
             yield data
-    stream.finish()
-    data = parts.drain()
-    if data:
-        counted(len(data))
-        yield data
+
+
+def _compressed(chunks: Iterable[bytes], codec: Codec) -> Iterator[bytes]:
+    if codec.name == "zstd":
+        # Fixed 1 MiB outputs: joining zstd's bursts (a whole job at a time) into chunks of
+        # every size cost 60-90 MB more peak RSS in a 2 GB upload (heap fragmentation).
+        # 4 MiB jobs instead of zstd's 8: 62 MB instead of 104 per compressor (staged loads
+        # run two or three at once) for 0.2 % more bytes, as fast. Nothing hashes these
+        # bytes, so they need not match the layer compressor's.
+        params = zstandard.ZstdCompressionParameters.from_level(
+            codec.effective_level(), threads=max(1, codec.effective_threads()), job_size=4 << 20
+        )
+        chunker = zstandard.ZstdCompressor(compression_params=params).chunker(chunk_size=1 << 20)
+        for chunk in chunks:
+            yield from chunker.compress(chunk)
+        yield from chunker.finish()
+    elif codec.name == "gzip":
+        gzip = _gzip_stream(codec)
+        for chunk in chunks:
+            yield gzip.compress(chunk)
+        yield gzip.flush()
+    else:
+        yield from chunks
 
 
 #: Largest zstd window accepted when reading (a hostile frame could ask for 2 GiB+).
