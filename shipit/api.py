@@ -192,8 +192,8 @@ def choose_wire(
 ) -> tuple[Codec, Codec | None]:
     """The layer compression and the compression of the whole upload for a target.
 
-    A classic store keeps no compressed blob: it decompresses every layer as it loads it
-    and so it does a whole compressed upload (Engine >= 23 zstd, 20.10 gzip). When shipit
+    A classic store keeps no compressed blob: it decompresses every layer as it loads it,
+    and it takes a whole upload compressed too (Engine >= 23 zstd, 20.10 gzip). When shipit
     picks for a lone classic target (``requested`` and ``wire`` None) and ``layers`` would
     be compressed, the layers go plain inside an upload compressed with ``layers``'s
     setting: as many bytes on the wire, but each layer streams as it is read instead of
