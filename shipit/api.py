@@ -62,6 +62,7 @@ class Report:
     seconds: float = 0.0
     compression: str = "none"
     wire_compression: str | None = None  # the whole upload's, around plain layers
+    bytes_before_wire: int | None = None  # the upload before wire_compression
     target: EngineInfo | None = None
     loaded: list[str] = field(default_factory=list)
     output: str | None = None
@@ -91,6 +92,7 @@ class Report:
         }
         if self.wire_compression:
             out["wire_compression"] = self.wire_compression
+            out["bytes_before_wire"] = self.bytes_before_wire
         if self.output:
             out["output"] = self.output
         if self.target:

@@ -138,6 +138,7 @@ class _Target:
     codec: Codec
     delta: Delta
     wire: Codec | None = None  # the whole upload's compression (layers then go plain)
+    upload_plain: int = 0  # with wire: the upload's bytes before that compression
     link: float | None = None  # measured bytes/s (inf: this machine), when it was measured
     stage_order: list[str] = field(default_factory=list)  # diff_ids to load bottom-up
     result: Result = field(default_factory=Result)
@@ -239,7 +240,9 @@ def ship_many(
                 outcomes[target.name].error = target.error
             else:
                 report = _report(target.result, str(target.codec))
-                report.wire_compression = str(target.wire) if target.wire else None
+                if target.wire is not None:
+                    report.wire_compression = str(target.wire)
+                    report.bytes_before_wire = target.upload_plain
                 report.target, report.loaded = target.info, target.loaded
                 report.layers_skipped = len(target.result.skipped)
                 report.bytes_saved = target.result.bytes_saved
@@ -454,8 +457,8 @@ def _feed(target: _Target, subscriber: Subscriber, progress: Progress | None) ->
         run = partial(sink.consume, stream)
     try:
         target.loaded = run()
-        if sink.wire is not None:
-            target.result.bytes_out = sink.wire_bytes  # what went out: compressed
+        if sink.wire is not None:  # what went out was compressed as a whole
+            target.upload_plain, target.result.bytes_out = target.result.bytes_out, sink.wire_bytes
     except ShipitError as exc:
         target.error = exc
     except Exception as exc:  # a bug must not take the other targets down
