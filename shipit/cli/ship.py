@@ -64,9 +64,9 @@ def ship(
             "--wire",
             metavar="zstd|gzip|none",
             help="Compress each whole upload (zstd needs Engine 23+) and send the layers "
-            "inside it plain unless --compression says otherwise; none: compress layers "
-            "only [default: for a lone classic-store target whose layers would be "
-            "compressed, with the setting they would get].",
+            "inside it plain unless --compression says otherwise (a containerd store keeps "
+            "them plain); none: compress layers only [default: for a lone classic-store "
+            "target whose layers would be compressed, with the setting they would get].",
             show_default=False,
         ),
     ] = None,

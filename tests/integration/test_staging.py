@@ -58,7 +58,7 @@ def test_staged_ship_lands_the_image(rig, ssh_config, monkeypatch, tmp_path, eng
     assert _stage_images(rig, engine) == []
 
 
-@pytest.mark.parametrize(("engine", "wire"), [("d20", "gzip"), ("d26", "zstd")])
+@pytest.mark.parametrize(("engine", "wire"), [("d20", "gzip"), ("d26", "zstd"), ("d26c", "zstd")])
 @pytest.mark.parametrize("staged", [True, False])
 def test_a_compressed_upload_carries_plain_layers(
     rig, ssh_config, monkeypatch, engine, wire, staged
@@ -84,6 +84,25 @@ def test_a_compressed_upload_carries_plain_layers(
     assert landed is not None and identity(landed) == identity(before)
     assert _stage_images(rig, engine) == []
     assert "layered ok" in run_image(rig, engine, "layered:latest")
+
+
+def test_plain_layers_kept_by_the_containerd_store_are_found_again(rig, ssh_config, tmp_path):
+    """--wire zstd into the containerd store: it keeps the layers plain, and the next ship
+    the same way finds every one of them there (probed by the plain blob) and sends none."""
+    remove(rig, "d26c", "layered:latest")
+    first = _ship(rig, ssh_config, "d26c", wire=Codec("zstd"))
+    assert (first.compression, first.wire_compression) == ("none", "zstd:3")
+    assert first.layers_sent == first.layers > 0
+    landed = inspect(rig, "d26c", "layered:latest")
+    assert landed is not None
+    # complete: the plain blobs are in the content store, so it saves again, plain
+    docker_cli(rig, "d26c", "save", "-o", str(tmp_path / "again.tar"), "layered:latest")
+    remove(rig, "d26c", "layered:latest")
+    docker_cli(rig, "d26c", "load", "-i", str(tmp_path / "again.tar"))
+    again = _ship(rig, ssh_config, "d26c", wire=Codec("zstd"))
+    assert again.layers_sent == 0 and again.layers_skipped == again.layers, again.to_dict()
+    assert inspect(rig, "d26c", "layered:latest")["Id"] == landed["Id"]
+    assert "layered ok" in run_image(rig, "d26c", "layered:latest")
 
 
 def test_a_zstd_upload_is_refused_before_engine_20_10_sees_a_byte(rig, ssh_config):

@@ -108,7 +108,12 @@ def test_the_upload_stays_plain_in_a_fan_out_or_when_layers_are_asked_for():
 
 def test_a_forced_upload_compression():
     assert _shape(CLASSIC_20, 180 * MB, wire=Codec("gzip")) == ("none", "gzip:1")
-    assert _shape(CONTAINERD, 12.5 * MB, wire=Codec("zstd")) == ("zstd:3", "zstd:3")
+    # forced, the layers inside go plain on either store unless asked for
+    assert _shape(CONTAINERD, 12.5 * MB, wire=Codec("zstd")) == ("none", "zstd:3")
+    assert _shape(CONTAINERD, 12.5 * MB, requested=Codec("zstd"), wire=Codec("zstd")) == (
+        "zstd:3",
+        "zstd:3",
+    )
     assert _shape(CLASSIC_26, 12.5 * MB, wire=Codec("none")) == ("zstd:6", None)
     with pytest.raises(Unsupported, match="cannot load a zstd upload"):
         _shape(CLASSIC_20, 12.5 * MB, wire=Codec("zstd"))
