@@ -1099,8 +1099,8 @@ def choices(runs: dict[str, dict[str, Any]]) -> list[str]:
         "Per target, from shipit's `--json` summary: the link it measured over SSH (MB/s; "
         "2 MB of SSH IGNORE packets), the layer compression that followed from it and the "
         "engine, the compression of the whole upload around plain layers (classic stores, "
-        "one target, or `--wire`), and how many stage loads went before the image's own (staged loads "
-        "are on below 20 MB/s).",
+        "one target, or `--wire`), and how many stage loads went before the image's own "
+        "(staged loads are on below 20 MB/s).",
         "",
         "| run | target | link MB/s | layers | upload | stages | bytes sent |",
         "|---|---|---|---|---|---|---|",
