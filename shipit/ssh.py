@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import getpass
 import hashlib
 import logging
@@ -390,11 +391,23 @@ class DialStdio:
         self.command = command
         self._stderr = bytearray()
 
+    # paramiko raises EOFError when the transport's socket has gone; http.client and the
+    # Docker SDK understand only OSError there, and click would swallow an EOFError into a
+    # bare "Aborted!".
     def sendall(self, data: bytes) -> None:
-        self.channel.sendall(data)
+        try:
+            self.channel.sendall(data)
+        except EOFError as exc:
+            raise self._gone() from exc
 
     def send(self, data: bytes) -> int:
-        return self.channel.send(data)
+        try:
+            return self.channel.send(data)
+        except EOFError as exc:
+            raise self._gone() from exc
+
+    def _gone(self) -> ConnectionResetError:
+        return ConnectionResetError(errno.ECONNRESET, "the ssh connection closed")
 
     def recv(self, size: int) -> bytes:
         return self.channel.recv(size)
@@ -437,7 +450,8 @@ class DialStdio:
 
     def close(self) -> None:
         self.stderr()
-        self.channel.close()
+        with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
+            self.channel.close()  # sends a close message: fails when the link is gone
 
 
 class SSHSession:

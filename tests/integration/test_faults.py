@@ -16,6 +16,8 @@ import pytest
 from engines import docker_cli, inspect, kill_sessions, remove, run_image, session_pids, socket
 from test_ship import BIG, big_image  # noqa: F401 - a fixture: ~800 MB, built once per rig
 
+from shipit import ssh
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,6 +103,29 @@ def test_link_dies_mid_stream_then_rerun_succeeds(rig, ssh_config, big_image, de
     _one_clear_line(err)
     assert inspect(rig, "d26c", big_image) is None  # no half image under the tag
     _ship_again(rig, ssh_config, big_image)
+
+
+def test_a_cut_link_reaches_the_http_client_as_an_oserror(rig, ssh_config):
+    """paramiko reports a write on a dead socket as EOFError, which neither http.client
+    nor the Docker SDK catches (and click turns into a bare "Aborted!", exit 1). The
+    dial-stdio socket must raise an OSError instead, whatever moment the link dies."""
+    host = ssh.resolve_host("rig-d26c", config=ssh.load_config(ssh_config))
+    with ssh.connect(host) as session:
+        dial = session.open_dial_stdio()
+        dial.sendall(b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n")
+        assert dial.recv(4096).startswith(b"HTTP/1.1 200")
+        kill_sessions(rig, rig["engines"]["d26c"]["ssh_user"])
+        raised: BaseException | None = None
+        deadline = time.monotonic() + 30
+        while raised is None and time.monotonic() < deadline:
+            # Writing flat out: most often this thread, not paramiko's reader, meets the
+            # dead socket first (EOFError 17 times in 20 before the fix).
+            try:
+                dial.sendall(b"x" * 32768)
+            except BaseException as exc:  # noqa: BLE001 - the point is which one it is
+                raised = exc
+        assert isinstance(raised, OSError), repr(raised)
+        dial.close()  # on a dead link: no error either
 
 
 def test_source_dies_during_save(rig, ssh_config, big_image):  # noqa: F811
