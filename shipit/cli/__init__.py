@@ -10,15 +10,30 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
+import typer.core
 
 from shipit import __version__
-from shipit.errors import Interrupted, ShipitError
+from shipit.errors import ConnectionFailed, Interrupted, ShipitError
+
+
+class _Commands(typer.core.TyperGroup):
+    """The command group, with one more guard: Click turns an EOFError into a bare
+    "Aborted!" and exit 1. shipit never reads a terminal, so an EOFError that got this far
+    is a connection that closed under a library (paramiko says so on a dead socket)."""
+
+    def invoke(self, ctx: Any) -> Any:  # Click's Context (vendored by newer Typer)
+        try:
+            return super().invoke(ctx)
+        except EOFError as exc:
+            raise ConnectionFailed("a connection closed unexpectedly") from exc
+
 
 app = typer.Typer(
     name="shipit",
+    cls=_Commands,
     help=(
         "Move Docker images between Docker engines without a registry.\n\n"
         "shipit IMAGE... --to TARGET ships images straight from one engine to another "
