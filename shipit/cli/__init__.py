@@ -21,8 +21,9 @@ from shipit.errors import ConnectionFailed, Interrupted, ShipitError
 
 class _Commands(typer.core.TyperGroup):
     """The command group, with one more guard: Click turns an EOFError into a bare
-    "Aborted!" and exit 1. shipit never reads a terminal, so an EOFError that got this far
-    is a connection that closed under a library (paramiko says so on a dead socket)."""
+    "Aborted!" and exit 1. shipit never prompts (input() is where EOFError usually comes
+    from), so one that got this far is a connection that closed under a library
+    (paramiko raises it on a dead socket)."""
 
     def invoke(self, ctx: Any) -> Any:  # Click's Context (vendored by newer Typer)
         try:
