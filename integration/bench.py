@@ -913,6 +913,11 @@ def machine() -> dict[str, Any]:
     }
 
 
+def is_shipit_run(key: str) -> bool:
+    """A run of shipit itself (``…/shipit``, ``…/shipit-wire``), not a baseline pipe."""
+    return key.rsplit("/", 1)[-1].startswith("shipit")
+
+
 def secs(row: dict[str, Any] | None) -> float | None:
     if row and row.get("ok") and row.get("seconds") and row.get("available", True):
         return row["seconds"]
@@ -1080,7 +1085,7 @@ def choices(runs: dict[str, dict[str, Any]]) -> list[str]:
     """What shipit decided per target: the link it measured, the codec, staged loads."""
     rows = []
     for key, row in runs.items():
-        if not key.split("/")[-1].startswith("shipit") or key.startswith("archive/"):
+        if not is_shipit_run(key) or key.startswith("archive/"):
             continue
         for rep in _reports(row.get("summary")):
             target = (rep.get("target") or {}).get("name", "")
@@ -1115,11 +1120,7 @@ def timeline(runs: dict[str, dict[str, Any]]) -> list[str]:
     rows = []
     for key, row in runs.items():
         summary = row.get("summary")
-        if (
-            not key.split("/")[-1].startswith("shipit")
-            or not secs(row)
-            or not isinstance(summary, dict)
-        ):
+        if not is_shipit_run(key) or not secs(row) or not isinstance(summary, dict):
             continue
         if "targets" in summary:
             streams = [(t.get("report") or {}).get("seconds") for t in summary["targets"]]
@@ -1283,7 +1284,7 @@ def write_report(out: Path, res: dict[str, Any]) -> None:
                 row = runs[k]
                 b = row.get("wire_tx_bytes") if link == "slow" else row.get("pipe_bytes")
                 how = row["title"].rsplit(" → ", 1)[0]
-                is_ship = k.split("/")[-1].startswith("shipit")
+                is_ship = is_shipit_run(k)
                 L.append(
                     f"| {link} | {t} | `{esc(how)}` | {fmt_s(row)} | {mb(b)} | "
                     f"{'' if is_ship else fr(ratio(secs(row), ship))} | "
