@@ -29,6 +29,10 @@ class UsageError(ShipitError):
     exit_code = 2
 
 
+class PlatformMissing(UsageError):
+    """The image has no manifest for the platform wanted (the target's, or --platform)."""
+
+
 class BadInput(ShipitError):
     """An archive or manifest is malformed, unsafe or does not match its digests."""
 

@@ -21,7 +21,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from shipit.archive.reader import BlobRecord
@@ -50,21 +50,27 @@ class Compressed:
 
     def record(self, source: BlobRecord) -> BlobRecord:
         """``source`` (read and checked, not kept) described as this compressed blob."""
-        return BlobRecord(
-            source.key,
-            source.source_digest,
-            source.source_size,
-            source.source_compression,
-            self.digest,
-            self.size,
-            self.compression,
-            source.diff_id or self.diff_id,
+        return replace(
+            source,
+            digest=self.digest,
+            size=self.size,
+            compression=self.compression,
+            diff_id=source.diff_id or self.diff_id,
             remembered=True,
         )
 
     def blob(self, source_digest: str) -> BlobRecord:
         """A record of this blob alone, to ask a target about (not read yet)."""
-        return self.record(BlobRecord(source_digest, source_digest, 0, "none", "", 0, ""))
+        unread = BlobRecord(
+            key=source_digest,
+            source_digest=source_digest,
+            source_size=0,
+            source_compression="none",
+            digest="",
+            size=0,
+            compression="",
+        )
+        return self.record(unread)
 
 
 class Memo:

@@ -18,9 +18,9 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import BinaryIO
 
 from shipit.archive import model
 from shipit.archive.reader import CHUNK, BlobRecord, CountingReader, Scan, scan
@@ -28,7 +28,7 @@ from shipit.archive.writer import OCI_LAYOUT, TarStream
 from shipit.compression import Readable, Reader
 from shipit.errors import ShipitError
 from shipit.progress import Event, Progress
-from shipit.transform import LayerPolicy, Output, rewrite, spool_dir
+from shipit.transform import LayerPolicy, Layout, Output, Rewritten, rewrite, spool_dir
 
 #: Finished blobs a sink may fall behind by. They sit in temp files, so this bounds disk
 #: use, not memory; it lets compression run ahead of a slow sink by a few layers.
@@ -81,26 +81,60 @@ class Result:
     skipped: list[BlobRecord] = field(default_factory=list)  # blobs the sink already had
     bytes_in: int = 0
     bytes_out: int = 0
+    bytes_before_wire: int | None = None  # an upload compressed whole: its plain size
     seconds: float = 0.0
     stages: int = 0  # loads before the image's own (staged loads)
     output: Output | None = None
     scan: Scan | None = None
+    rewritten: Rewritten | None = None
 
     @property
     def bytes_saved(self) -> int:
         return sum(record.size for record in self.skipped)
 
+    def take(self, done: Done, layout: Layout | None) -> None:
+        """The source ended: keep its model and shape the output for this sink."""
+        self.scan, self.images, self.rewritten = done.scan, done.images, done.rewritten
+        self.output = done.rewritten.shape(layout or Layout())
 
-Item = tuple[str, Any]
-"""What a producer hands a subscriber: ("blob", (record, SharedSpool | None)), ("done",
-(scan, images, output)) or ("error", exception)."""
+
+@dataclass(frozen=True)
+class BlobReady:
+    """A finished blob; ``spool`` holds its bytes, or None when no sink needs them."""
+
+    record: BlobRecord
+    spool: SharedSpool | None = None
+
+    def release(self) -> None:
+        """Give back this sink's share of the spool (once sent, or declined)."""
+        if self.spool is not None:
+            self.spool.release()
 
 
-def release(item: Item) -> None:
-    """Give back the spool share of an item no sink will send."""
-    kind, value = item
-    if kind == "blob" and value[1] is not None:
-        value[1].release()
+@dataclass(frozen=True)
+class Done:
+    """The source ended: the scan, its images, and the tree with every digest carried up."""
+
+    scan: Scan
+    images: list[model.Image]
+    rewritten: Rewritten
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The source could not be read; every sink raises ``error``."""
+
+    error: BaseException
+
+
+Message = BlobReady | Done | Failed
+"""What a producer hands each subscriber, in order: blobs, then Done or Failed."""
+
+
+def release(message: Message) -> None:
+    """Give back the spool share of a message no sink will send."""
+    if isinstance(message, BlobReady):
+        message.release()
 
 
 class Subscriber:
@@ -108,7 +142,7 @@ class Subscriber:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.ready: queue.Queue[Item] = queue.Queue(READY_DEPTH)
+        self.ready: queue.Queue[Message] = queue.Queue(READY_DEPTH)
         self.gone = threading.Event()  # the sink failed or finished: stop feeding it
 
     def leave(self) -> None:
@@ -139,10 +173,9 @@ class Producer(threading.Thread):
 
     def run(self) -> None:
         try:
-            self.policy.on_blob = self._blob
-            scanned = scan(self.src, self.policy)
+            scanned = scan(self.src, self.policy.handler(self._blob))
             images = model.build(scanned)
-            self._broadcast("done", (scanned, images, rewrite(images, scanned)))
+            self._broadcast(Done(scanned, images, rewrite(images, scanned)))
         except _Cancelled:
             pass
         except BaseException as exc:  # handed to every subscriber, which raises it
@@ -153,34 +186,33 @@ class Producer(threading.Thread):
             else:
                 error = exc
             with contextlib.suppress(_Cancelled):
-                self._broadcast("error", error)
+                self._broadcast(Failed(error))
         finally:
             if self._on_done:
                 self._on_done()
 
-    def _blob(self, record: BlobRecord) -> None:
+    def _blob(self, record: BlobRecord, spool: BinaryIO | None) -> None:
         live = [s for s in self.subscribers if not s.gone.is_set()]
-        spool, record.spool = record.spool, None  # the subscribers own it now, if any
         if spool is not None and not live:
             spool.close()
         shared = SharedSpool(spool, len(live)) if spool is not None and live else None
         for subscriber in live:
-            self._put(subscriber, ("blob", (record, shared)))
+            self._put(subscriber, BlobReady(record, shared))
 
-    def _broadcast(self, kind: str, value: Any) -> None:
+    def _broadcast(self, message: Message) -> None:
         for subscriber in self.subscribers:
-            self._put(subscriber, (kind, value))
+            self._put(subscriber, message)
 
-    def _put(self, subscriber: Subscriber, item: Item) -> None:
+    def _put(self, subscriber: Subscriber, message: Message) -> None:
         while True:
             if self.cancel.is_set():
-                release(item)
+                release(message)
                 raise _Cancelled()
             if subscriber.gone.is_set():
-                release(item)
+                release(message)
                 return
             try:
-                subscriber.ready.put(item, timeout=0.1)
+                subscriber.ready.put(message, timeout=0.1)
                 return
             except queue.Full:
                 continue
@@ -192,24 +224,71 @@ class Producer(threading.Thread):
         self.join(timeout=5)
 
 
+Emit = Callable[[Event], None]
+SendBlob = Callable[[BlobRecord], bool]
+
+
+def _silent(event: Event) -> None:
+    pass
+
+
+def emitter(progress: Progress | None) -> Emit:
+    return progress.emit if progress else _silent
+
+
+def send_blob_chunks(
+    message: BlobReady, tar: TarStream, result: Result, emit: Emit, wanted: SendBlob
+) -> Iterator[bytes]:
+    """One blob into one sink's archive: recorded in ``result``, its bytes yielded unless
+    the sink has it already (``wanted`` says no) or it was written once; the spool share
+    is given back in every case. Plain and staged feeds both send through here."""
+    record = message.record
+    result.blobs.append(record)
+    emit(Event("blob", record.size, record=record))
+    try:
+        if record.digest in tar.written:
+            return
+        if message.spool is None or not wanted(record):
+            result.skipped.append(record)
+            return
+        result.sent.append(record.digest)
+        for chunk in tar.blob(record.digest, record.size, message.spool.reader()):
+            emit(Event("sent", len(chunk)))
+            yield chunk
+    finally:
+        message.release()
+
+
+def document_chunks(tar: TarStream, out: Output) -> Iterator[bytes]:
+    """What follows the blobs and makes the archive an image: documents and index files."""
+    for digest, raw in out.documents.items():
+        yield tar.blob_bytes(digest, raw)
+    yield tar.data("oci-layout", OCI_LAYOUT)
+    yield tar.data("index.json", out.index_json)
+    if out.manifest_json is not None:
+        yield tar.data("manifest.json", out.manifest_json)
+    yield tar.end()
+
+
 def subscriber_stream(
     subscriber: Subscriber,
     result: Result,
     *,
     progress: Progress | None = None,
-    send_blob: Callable[[BlobRecord], bool] = lambda record: True,
-    manifest_json: bool = True,
-    backlog: Iterable[Item] = (),
+    send_blob: SendBlob = lambda record: True,
+    layout: Layout | None = None,
+    backlog: Iterable[Message] = (),
     before_documents: Callable[[], None] | None = None,
 ) -> Generator[bytes, None, None]:
     """The bytes of one sink's archive; ``result`` is complete when the iterator ends.
 
     ``send_blob`` may decline a blob the sink already has; the manifests still list it.
-    ``backlog`` holds items already taken off the subscriber's queue (they come first);
-    ``before_documents`` runs after the last blob, before the documents that make the
-    archive an image (staged loads wait there for the previous stage).
+    ``layout`` says which platforms and top-level files this sink gets (default: all of
+    them). ``backlog`` holds messages already taken off the subscriber's queue (they come
+    first); ``before_documents`` runs after the last blob, before the documents that make
+    the archive an image (staged loads wait there for the previous stage).
     """
-    emit = progress.emit if progress else (lambda event: None)
+    emit = emitter(progress)
     tar = TarStream()
     started = time.monotonic()
     waiting = list(backlog)
@@ -222,41 +301,22 @@ def subscriber_stream(
     try:
         yield out(tar.start())
         while True:
-            kind, value = waiting.pop() if waiting else subscriber.ready.get()
-            if kind == "error":
-                raise value
-            if kind == "done":
-                result.scan, result.images, result.output = value
+            message = waiting.pop() if waiting else subscriber.ready.get()
+            if isinstance(message, Failed):
+                raise message.error
+            if isinstance(message, Done):
+                result.take(message, layout)
                 break
-            record, shared = value
-            result.blobs.append(record)
-            emit(Event("blob", record.size, record=record))
-            try:
-                if record.digest in tar.written:
-                    continue
-                if shared is None or not send_blob(record):
-                    result.skipped.append(record)
-                    continue
-                result.sent.append(record.digest)
-                for chunk in tar.blob(record.digest, record.size, shared.reader()):
-                    emit(Event("sent", len(chunk)))
-                    yield out(chunk)
-            finally:
-                if shared is not None:
-                    shared.release()
+            for chunk in send_blob_chunks(message, tar, result, emit, send_blob):
+                yield out(chunk)
         assert result.output is not None
         if before_documents is not None:
             before_documents()
-        for digest, raw in result.output.documents.items():
-            yield out(tar.blob_bytes(digest, raw))
-        yield out(tar.data("oci-layout", OCI_LAYOUT))
-        yield out(tar.data("index.json", result.output.index_json))
-        if manifest_json:
-            yield out(tar.data("manifest.json", result.output.manifest_json))
-        yield out(tar.end())
+        for chunk in document_chunks(tar, result.output):
+            yield out(chunk)
     finally:
-        for item in waiting:
-            release(item)
+        for message in waiting:
+            release(message)
         subscriber.leave()
         result.seconds = time.monotonic() - started
 
@@ -267,18 +327,18 @@ def convert_stream(
     result: Result,
     *,
     progress: Progress | None = None,
-    send_blob: Callable[[BlobRecord], bool] = lambda record: True,
-    manifest_json: bool = True,
+    send_blob: SendBlob = lambda record: True,
+    layout: Layout | None = None,
 ) -> Generator[bytes, None, None]:
     """One source into one sink: the output archive's bytes."""
-    emit = progress.emit if progress else (lambda event: None)
+    emit = emitter(progress)
     counting = CountingReader(src, lambda n: emit(Event("read", n)))
     subscriber = Subscriber("output")
     producer = Producer(counting, policy, [subscriber])
     producer.start()
     try:
         yield from subscriber_stream(
-            subscriber, result, progress=progress, send_blob=send_blob, manifest_json=manifest_json
+            subscriber, result, progress=progress, send_blob=send_blob, layout=layout
         )
     finally:
         producer.stop()
@@ -287,21 +347,22 @@ def convert_stream(
 
 def scan_only(src: Readable, policy: LayerPolicy, progress: Progress | None = None) -> Result:
     """Read an archive without writing one (inspect, verify)."""
-    emit = progress.emit if progress else (lambda event: None)
-    policy.spool = False
-    policy.on_blob = lambda record: emit(Event("blob", record.size, record=record))
+    emit = emitter(progress)
+
+    def on_blob(record: BlobRecord, spool: BinaryIO | None) -> None:
+        emit(Event("blob", record.size, record=record))
+
     counting = CountingReader(src, lambda n: emit(Event("read", n)))
     started = time.monotonic()
-    scanned = scan(counting, policy)
+    scanned = scan(counting, replace(policy, spool=False).handler(on_blob))
     images = model.build(scanned)
-    return Result(
-        images=images,
+    result = Result(
         blobs=[scanned.blobs[key] for key in scanned.order],
         bytes_in=counting.count,
         seconds=time.monotonic() - started,
-        output=rewrite(images, scanned),
-        scan=scanned,
     )
+    result.take(Done(scanned, images, rewrite(images, scanned)), None)
+    return result
 
 
 class IterReader(Reader):
@@ -382,33 +443,3 @@ class Tee:
                 return
             if all(g.is_set() for g in self._gone):
                 return
-
-
-class Sink(Protocol):
-    """Where an archive goes. Sinks say what they can read; the pipeline asks."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def readable(self) -> frozenset[str]: ...
-
-    def consume(self, chunks: Iterable[bytes]) -> Any: ...
-
-
-def run(
-    src: Readable,
-    sink: Sink,
-    policy: LayerPolicy,
-    *,
-    progress: Progress | None = None,
-    send_blob: Callable[[BlobRecord], bool] = lambda record: True,
-) -> tuple[Result, Any]:
-    """Convert ``src`` into ``sink``; returns the result and whatever the sink reported."""
-    result = Result()
-    stream = convert_stream(src, policy, result, progress=progress, send_blob=send_blob)
-    try:
-        reply = sink.consume(stream)
-    finally:
-        stream.close()
-    return result, reply

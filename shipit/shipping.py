@@ -1,150 +1,68 @@
-"""Engine to engine(s): load an archive into an engine, or ship images from one engine
-into several, shaped for each and sending each only what it lacks."""
+"""Source to target(s): every command is one read of a source feeding one or more targets.
+
+``ship`` and ``ship_many`` save from an engine; ``load`` and ``convert`` read an archive;
+``save`` and ``convert`` write one. The source is read once; each distinct layer
+compression is produced once (one producer per codec, fed by a tee); each target is fed
+by its own thread, with its own plan (shipit.policy) and its own delta, and returns its
+own outcome. Nothing here knows what kind of target it feeds: it asks ``Capabilities``.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
+from typing import Protocol
 
-from shipit.api import (
-    SLOW_LINK,
-    Connect,
-    Report,
-    _checked_names,
-    _open_input,
-    _report,
-    choose_codec,
-    choose_wire,
-    readable_by,
-)
 from shipit.archive.reader import CountingReader
-from shipit.compression import Codec, compressed_chunks
-from shipit.daemon import (
-    Endpoint,
-    EngineInfo,
-    image_inspect,
-    load_stream,
-    probe,
-    remove_repository,
-)
-from shipit.daemon import save_stream as daemon_save_stream
-from shipit.delta import Delta, image_layers, plan
-from shipit.errors import EngineError, ShipitError, UsageError, VerificationFailed
+from shipit.archive.target import ArchiveTarget
+from shipit.compression import Codec, Readable
+from shipit.errors import EngineError, PlatformMissing, ShipitError, UsageError, VerificationFailed
+from shipit.inputs import checked_names, open_input
 from shipit.memo import Compressed, Memo
-from shipit.oci import familiar_ref, short
-from shipit.pipeline import (
-    IterReader,
-    Producer,
-    Result,
-    Subscriber,
-    Tee,
-    run,
-    subscriber_stream,
-)
+from shipit.oci import familiar_ref
+from shipit.options import ShipOptions
+from shipit.pipeline import IterReader, Producer, Result, Subscriber, Tee
+from shipit.platforms import Platform
+from shipit.policy import layout_for, plan
 from shipit.progress import Event, Progress
-from shipit.staging import STAGE_REPO, StagedFeed
+from shipit.report import Report, TargetResult, report_of
+from shipit.target import Holdings, HoldsNothing, Plan, Target, open_target
 from shipit.transform import LayerPolicy
 
 
-@dataclass
-class DaemonSink:
-    """A Docker engine's ``/images/load``, fed as a streamed request body; with ``wire``,
-    the body is compressed as a whole (see ``choose_wire``) and ``wire_bytes`` counts it."""
-
-    endpoint: Endpoint
-    info: EngineInfo
-    wire: Codec | None = None
-    wire_bytes: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
+class _EngineSource(Protocol):
     @property
-    def name(self) -> str:
-        return self.endpoint.name
+    def name(self) -> str: ...
 
-    @property
-    def readable(self) -> frozenset[str]:
-        return readable_by(self.info)
-
-    def consume(self, chunks: Iterable[bytes]) -> list[str]:
-        if self.wire is not None:
-            chunks = compressed_chunks(chunks, self.wire, self._counted)
-        return load_stream(self.endpoint, chunks)
-
-    def _counted(self, n: int) -> None:
-        with self._lock:  # stage uploads compress in their own threads
-            self.wire_bytes += n
+    def layers(self, names: list[str]) -> list[list[str]]: ...
+    def platforms(self, names: list[str]) -> dict[str, Platform]: ...
+    def keeps_indexes(self) -> bool: ...
+    def save(self, names: list[str]) -> Iterator[bytes]: ...
+    def save_size(self, names: list[str]) -> int | None: ...
 
 
-def load(
-    path: str,
-    *,
-    target: str | None = None,
-    codec: Codec | None = None,
-    connect: Connect = Connect(),  # noqa: B008 - frozen
-    progress: Progress | None = None,
-) -> Report:
-    """Load an archive into an engine, shaped for it: layers it cannot read are
-    recompressed (zstd → gzip for Engine < 23), manifest.json is always written."""
-    with ExitStack() as stack:
-        src = stack.enter_context(_open_input(path))
-        engine = stack.enter_context(connect.open(target))
-        info = probe(engine)
-        if codec is not None:
-            choose_codec(info, codec, link=None)
-        sink = DaemonSink(engine, info)
-        policy = LayerPolicy(codec, readable=sink.readable)
-        result, loaded = run(src, sink, policy, progress=progress)
-        report = _report(result, str(codec) if codec else "as archived")
-        report.target, report.loaded = info, loaded
-        _verify_landed(engine, info, result)
-    return report
+@dataclass(frozen=True)
+class _Feed:
+    """One target on one attempt: what it is, how it is fed, what it holds."""
+
+    target: Target
+    plan: Plan
+    holdings: Holdings
 
 
 @dataclass
-class TargetResult:
-    """How shipping went for one target: a report, or the error that stopped it."""
+class _Outcome:
+    """What one target's worker returns: its result, or the error that stopped it."""
 
-    target: str
-    report: Report | None = None
-    error: ShipitError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.report is not None:
-            return {"target": self.target, "ok": True, "report": self.report.to_dict()}
-        assert self.error is not None
-        return {
-            "target": self.target,
-            "ok": False,
-            "error": str(self.error),
-            "exit_code": self.error.exit_code,
-        }
-
-
-@dataclass
-class _Target:
-    """One destination during a ship: its connection, what it reads, what it lacks."""
-
-    name: str
-    endpoint: Endpoint
-    info: EngineInfo
-    codec: Codec
-    delta: Delta
-    wire: Codec | None = None  # the whole upload's compression (layers then go plain)
-    upload_plain: int = 0  # with wire: the upload's bytes before that compression
-    link: float | None = None  # measured bytes/s (inf: this machine), when it was measured
-    stage_order: list[str] = field(default_factory=list)  # diff_ids to load bottom-up
     result: Result = field(default_factory=Result)
     loaded: list[str] = field(default_factory=list)
     error: ShipitError | None = None
-    attempts: int = 0
+
+
+# Engine to engine(s) -------------------------------------------------------------------
 
 
 def ship(
@@ -152,29 +70,13 @@ def ship(
     to: str,
     *,
     source: str | None = None,
-    codec: Codec | None = None,
-    connect: Connect = Connect(),  # noqa: B008 - frozen
+    options: ShipOptions = ShipOptions(),  # noqa: B008 - frozen
     progress: Progress | None = None,
-    verify: bool = True,
-    full: bool = False,
-    staged: bool | None = None,
-    wire: Codec | None = None,
 ) -> Report:
     """Stream images from one engine into another, recompressed for the target, sending
     only the layers it lacks, and check that what landed has the source's config and
     diff_ids. Raises the target's error if it failed."""
-    (outcome,) = ship_many(
-        images,
-        [to],
-        source=source,
-        codec=codec,
-        connect=connect,
-        progress=progress,
-        verify=verify,
-        full=full,
-        staged=staged,
-        wire=wire,
-    )
+    (outcome,) = ship_many(images, [to], source=source, options=options, progress=progress)
     if outcome.error is not None:
         raise outcome.error
     assert outcome.report is not None
@@ -186,167 +88,201 @@ def ship_many(
     targets: list[str],
     *,
     source: str | None = None,
-    codec: Codec | None = None,
-    connect: Connect = Connect(),  # noqa: B008 - frozen
+    options: ShipOptions = ShipOptions(),  # noqa: B008 - frozen
     progress: Progress | None = None,
-    verify: bool = True,
-    full: bool = False,
-    staged: bool | None = None,
-    wire: Codec | None = None,
 ) -> list[TargetResult]:
     """Ship to several targets from one read of the source: each distinct layer
     compression is produced once, targets are fed concurrently, each with its own delta.
-    A target that fails does not stop the others; its error is in its result.
+    A target that fails does not stop the others; its error is in its result."""
+    from shipit.daemon.target import DockerSource
 
-    ``staged`` loads layers bottom-up in several loads so the target registers them while
-    the rest streams (see shipit.staging); None: when the link is slow. ``wire`` forces
-    the compression of each whole upload (``none``: off); None: see ``choose_wire``."""
-    names = _checked_names(images)
+    names = checked_names(images)
     if not targets:
         raise UsageError("name at least one --to target")
     outcomes = {name: TargetResult(name) for name in targets}
     with ExitStack() as stack:
-        origin = stack.enter_context(connect.open(source))
-        layers = image_layers(origin, names)  # ImageNotFound before any target is touched
+        origin = stack.enter_context(DockerSource.open(source, options.connect))
+        layers = origin.layers(names)  # ImageNotFound before any target is touched
         # The source engine takes seconds before its first byte (a classic store exports
         # every layer first): connect to the targets and ask them what they hold meanwhile.
         save = _SaveAhead(origin, names)
         stack.callback(save.close)
         memo = Memo.default()
-        live: list[_Target] = []
+        feeds: list[_Feed] = []
         alone = len(set(targets)) == 1
         for name in dict.fromkeys(targets):
             try:
-                live.append(
-                    _open_target(stack, connect, name, codec, wire, layers, full, staged, alone)
-                )
+                feeds.append(_open_feed(stack, name, options, layers, alone))
             except ShipitError as exc:
                 outcomes[name].error = exc
-        _warm(live, memo)
+        feeds = _platforms_checked(feeds, origin, names, outcomes)
+        for feed in feeds:
+            if feed.plan.codec is not None:
+                feed.holdings.warm(memo, feed.plan.codec)
         if progress is not None:
-            progress.total = _save_size(origin, names)
-        pending = live
+            progress.total = origin.save_size(names)
+        attempts = {feed.target.name: 0 for feed in feeds}
+        pending = feeds
         while pending:
-            for target in pending:
-                target.attempts += 1
-                target.result, target.error = Result(), None
-            _transfer(origin, names, pending, progress, memo, save.take)
-            for target in pending:
-                _settle(target, verify)
-            # A target that lost a layer between the check and the load: once more, whole.
-            pending = [t for t in pending if t.error is not None and _retry_whole(t)]
-        for target in live:
-            if target.error is not None:
-                outcomes[target.name].error = target.error
-            else:
-                report = _report(target.result, str(target.codec))
-                if target.wire is not None:
-                    report.wire_compression = str(target.wire)
-                    report.bytes_before_wire = target.upload_plain
-                report.target, report.loaded = target.info, target.loaded
-                report.layers_skipped = len(target.result.skipped)
-                report.bytes_saved = target.result.bytes_saved
-                report.attempts = target.attempts
-                report.link = target.link
-                report.stages = target.result.stages
-                outcomes[target.name].report = report
+            stream = _open_save(save.take, origin, names)
+            got = _transfer(stream, pending, progress, memo)
+            retry = []
+            for feed in pending:
+                attempts[feed.target.name] += 1
+                outcome = got[feed.target.name]
+                _settle(feed, outcome, options.verify)
+                report_to = outcomes[feed.target.name]
+                report_to.error, report_to.report = outcome.error, None
+                if outcome.error is None:
+                    report_to.report = _report(feed, outcome, attempts[feed.target.name])
+                elif _worth_retrying(outcome, attempts[feed.target.name]):
+                    # It lost a layer between the check and the load: once more, whole.
+                    plain = replace(feed.plan, staged=False)
+                    retry.append(_Feed(feed.target, plain, HoldsNothing()))
+            pending = retry
     return [outcomes[name] for name in targets]
 
 
-def _open_target(
+def _open_feed(
     stack: ExitStack,
-    connect: Connect,
     name: str,
-    codec: Codec | None,
-    wire: Codec | None,
+    options: ShipOptions,
     layers: list[list[str]],
-    full: bool,
-    staged: bool | None,
     alone: bool,
-) -> _Target:
-    endpoint = stack.enter_context(connect.open(name))
-    info = probe(endpoint)
-    link = endpoint.link_speed() if codec is None or staged is None else None
-    chosen, wire = choose_wire(
-        info, codec, choose_codec(info, codec, link, alone=alone), wire, alone=alone
-    )
-    delta = Delta(endpoint.name) if full else plan(endpoint, info, layers)
-    if staged is None:
-        staged = link is not None and link < SLOW_LINK
-    if staged:
-        remove_repository(endpoint, STAGE_REPO)  # a run killed mid-stage may have left some
-    order = layers[0] if staged and layers else []
-    return _Target(name, endpoint, info, chosen, delta, wire, link=link, stage_order=order)
+) -> _Feed:
+    target = stack.enter_context(open_target(name, options.connect))
+    measure = options.codec is None or options.staged is None
+    link = target.measure_link() if measure else None
+    chosen = plan(target.capabilities, options, link, alone=alone)
+    if chosen.staged and layers:
+        chosen = replace(chosen, stage_order=tuple(layers[0]))
+    holdings = HoldsNothing() if options.full else target.holdings(layers)
+    target.prepare(chosen)
+    return _Feed(target, chosen, holdings)
 
 
-def _retry_whole(target: _Target) -> bool:
-    if target.attempts > 1 or not target.result.skipped:
+def _platforms_checked(
+    feeds: list[_Feed],
+    origin: _EngineSource,
+    names: list[str],
+    outcomes: dict[str, TargetResult],
+) -> list[_Feed]:
+    """Refuse, before a byte is sent, a target whose platform an image plainly lacks: an
+    image the source shows as one platform that is not the one wanted. (An index on a
+    containerd store may hold more than it shows; its save then decides.)"""
+    if origin.keeps_indexes():
+        return feeds  # an index may hold more platforms than the engine shows
+    shown = origin.platforms(names)
+    kept = []
+    for feed in feeds:
+        wanted = feed.plan.layout.platforms or ()
+        problem = None
+        for name, has in shown.items():
+            if not has.known:
+                continue
+            for platform in wanted:
+                if not platform.matches(has):
+                    problem = PlatformMissing(
+                        f"{familiar_ref(name)} is {has}, not {platform} "
+                        f"({feed.target.capabilities.describe} runs "
+                        f"{feed.target.capabilities.platform}; --platform {has} ships it anyway)"
+                    )
+        if problem is None:
+            kept.append(feed)
+        else:
+            outcomes[feed.target.name].error = problem
+    return kept
+
+
+def _open_save(
+    take: Callable[[], Iterator[bytes] | None], origin: _EngineSource, names: list[str]
+) -> Callable[[], Readable]:
+    """The source stream of one attempt: the save already under way, if still unused."""
+    return lambda: IterReader(take() or origin.save(names))
+
+
+def _worth_retrying(outcome: _Outcome, attempts: int) -> bool:
+    if attempts > 1 or not outcome.result.skipped:
         return False
-    if not isinstance(target.error, EngineError | VerificationFailed):
-        return False
-    target.delta = Delta(target.endpoint.name)
-    return True
+    return isinstance(outcome.error, EngineError | VerificationFailed)
 
 
-def _settle(target: _Target, verify: bool) -> None:
-    """After the load: skipped blobs still there (containerd), then what landed."""
-    if target.error is not None:
+def _settle(feed: _Feed, outcome: _Outcome, verify: bool) -> None:
+    """After the load: skipped blobs still there (a content store), then what landed."""
+    if outcome.error is not None:
         return
     try:
-        if not target.delta.still_has(target.result.skipped):
+        if not feed.holdings.still_has(outcome.result.skipped):
             raise VerificationFailed(
-                f"after loading into {target.endpoint.name}: a skipped layer has gone missing"
+                f"after loading into {feed.target.name}: a skipped layer has gone missing"
             )
         if verify:
-            _verify_landed(target.endpoint, target.info, target.result)
+            feed.target.verify(outcome.result)
     except ShipitError as exc:
-        target.error = exc
+        outcome.error = exc
+
+
+def _report(feed: _Feed, outcome: _Outcome, attempts: int) -> Report:
+    result = outcome.result
+    codec = feed.plan.codec
+    report = report_of(result, str(codec) if codec is not None else "as archived")
+    if feed.plan.wire is not None:
+        report.wire_compression = str(feed.plan.wire)
+        report.bytes_before_wire = result.bytes_before_wire
+    report.target, report.loaded = feed.target.facts, outcome.loaded
+    report.attempts = attempts
+    report.link = feed.plan.link
+    if feed.plan.layout.platforms:
+        report.platforms = [str(p) for p in feed.plan.layout.platforms]
+    return report
+
+
+# One read of a source, fed to every target ----------------------------------------------
 
 
 def _transfer(
-    origin: Endpoint,
-    names: list[str],
-    targets: list[_Target],
+    open_stream: Callable[[], Readable],
+    feeds: list[_Feed],
     progress: Progress | None,
-    memo: Memo,
-    started: Callable[[], Iterator[bytes] | None] = lambda: None,
-) -> None:
-    """One read of the source (``started``: a save already under way, if still unused);
-    one producer per distinct codec; one thread per target."""
+    memo: Memo | None,
+) -> dict[str, _Outcome]:
+    """One read of the source; one producer per distinct codec; one thread per target,
+    each returning its own outcome."""
     emit = progress.emit if progress else (lambda event: None)
-    groups: dict[str, list[_Target]] = {}
-    for target in targets:
-        groups.setdefault(str(target.codec), []).append(target)
+    outcomes = {feed.target.name: _Outcome() for feed in feeds}
+    groups: dict[str, list[_Feed]] = {}
+    for feed in feeds:
+        groups.setdefault(str(feed.plan.codec), []).append(feed)
     try:
-        chunks = started() or daemon_save_stream(origin, names)
-        counting = CountingReader(IterReader(chunks), lambda n: emit(Event("read", n)))
+        counting = CountingReader(open_stream(), lambda n: emit(Event("read", n)))
     except ShipitError as exc:
-        for target in targets:
-            target.error = exc
-        return
+        for outcome in outcomes.values():
+            outcome.error = exc
+        return outcomes
     # Even for one producer: the tee's thread reads the socket while the producer hashes
     # and compresses (both let go of the GIL), which is what a redeploy's speed is.
     tee = Tee(counting, len(groups))
     producers: list[Producer] = []
     workers: list[threading.Thread] = []
     for n, members in enumerate(groups.values()):
-        subscribers = [Subscriber(t.name) for t in members]
-        readable = frozenset.intersection(*(readable_by(t.info) for t in members))
+        subscribers = [Subscriber(f.target.name) for f in members]
+        readable = frozenset.intersection(*(f.target.capabilities.compressions for f in members))
+        codec = members[0].plan.codec
         policy = LayerPolicy(
-            members[0].codec,
+            codec,
             readable=readable,
             skip=_skip_for(members),
-            known=_known_for(members, memo),
+            known=_known_for(members, memo, codec),
             memo=memo,
         )
-        drop = partial(tee.drop, n)
-        producers.append(Producer(tee.reader(n), policy, subscribers, on_done=drop))
-        for target, subscriber in zip(members, subscribers, strict=True):
+        producers.append(Producer(tee.reader(n), policy, subscribers, on_done=partial(tee.drop, n)))
+        for feed, subscriber in zip(members, subscribers, strict=True):
+            outcome = outcomes[feed.target.name]
             workers.append(
                 threading.Thread(
                     target=_feed,
-                    args=(target, subscriber, progress),
-                    name=f"shipit-{target.name}",
+                    args=(feed, subscriber, outcome, progress),
+                    name=f"shipit-{feed.target.name}",
                     daemon=True,
                 )
             )
@@ -359,14 +295,53 @@ def _transfer(
     finally:
         for producer in producers:
             producer.stop()
-    for target in targets:
-        target.result.bytes_in = counting.count
+    for outcome in outcomes.values():
+        outcome.result.bytes_in = counting.count
+    return outcomes
+
+
+def _feed(
+    feed: _Feed, subscriber: Subscriber, outcome: _Outcome, progress: Progress | None
+) -> None:
+    """A target's worker: fills in only its own outcome."""
+    try:
+        outcome.loaded = feed.target.receive(
+            subscriber, outcome.result, feed.plan, feed.holdings, progress
+        )
+    except ShipitError as exc:
+        outcome.error = exc
+    except Exception as exc:  # a bug must not take the other targets down
+        outcome.error = ShipitError(f"shipping to {feed.target.name}: {exc}")
+    finally:
+        subscriber.leave()
+
+
+def _skip_for(group: list[_Feed]) -> Callable[[str], bool]:
+    """A blob is left unread only when no target of the group needs it."""
+    return lambda digest: all(f.holdings.pre_skip(digest) for f in group)
+
+
+def _known_for(
+    group: list[_Feed], memo: Memo | None, codec: Codec | None
+) -> Callable[[str], Compressed | None]:
+    """A blob is left uncompressed when the memo names its compressed form and every
+    target of the group holds that (containerd: a probe per candidate layer)."""
+    if memo is None or codec is None:
+        return lambda digest: None
+
+    def known(digest: str) -> Compressed | None:
+        found = memo.get(digest, codec)
+        if found is None:
+            return None
+        return None if any(f.holdings.wants(found.blob(digest)) for f in group) else found
+
+    return known
 
 
 class _SaveAhead:
     """The source's save, requested in the background; ``take`` hands it over once."""
 
-    def __init__(self, origin: Endpoint, names: list[str]) -> None:
+    def __init__(self, origin: _EngineSource, names: list[str]) -> None:
         self._chunks: Iterator[bytes] | None = None
         self._error: ShipitError | None = None
         self._lock = threading.Lock()
@@ -376,9 +351,9 @@ class _SaveAhead:
         )
         self._thread.start()
 
-    def _request(self, origin: Endpoint, names: list[str]) -> None:
+    def _request(self, origin: _EngineSource, names: list[str]) -> None:
         try:
-            chunks = daemon_save_stream(origin, names)
+            chunks = origin.save(names)
         except ShipitError as exc:
             self._error = exc
             return
@@ -409,97 +384,90 @@ class _SaveAhead:
             chunks.close()
 
 
-def _warm(targets: list[_Target], memo: Memo) -> None:
-    """While the source prepares its save: probe for the blobs the memo says the layers
-    become, so the stream does not wait on those round trips (containerd targets)."""
-    for target in targets:
-        target.delta.warm(memo, target.codec)
+# Archives --------------------------------------------------------------------------
 
 
-def _skip_for(group: list[_Target]) -> Callable[[str], bool]:
-    """A blob is left unread only when no target of the group needs it."""
-    return lambda digest: all(t.delta.pre_skip(digest) for t in group)
+def load(
+    path: str,
+    *,
+    target: str | None = None,
+    options: ShipOptions = ShipOptions(),  # noqa: B008 - frozen
+    progress: Progress | None = None,
+) -> Report:
+    """Load an archive into a target, shaped for it: layers it cannot read are
+    recompressed (zstd → gzip for Engine < 23), the layout and platform it needs written."""
+    from shipit.policy import choose_codec
 
-
-def _known_for(group: list[_Target], memo: Memo) -> Callable[[str], Compressed | None]:
-    """A blob is left uncompressed when the memo names its compressed form and every
-    target of the group holds that (containerd: a probe per candidate layer)."""
-    codec = group[0].codec
-
-    def known(digest: str) -> Compressed | None:
-        found = memo.get(digest, codec)
-        if found is None:
-            return None
-        return None if any(t.delta.wants(found.blob(digest)) for t in group) else found
-
-    return known
-
-
-def _feed(target: _Target, subscriber: Subscriber, progress: Progress | None) -> None:
-    sink = DaemonSink(target.endpoint, target.info, target.wire)
-    if target.stage_order and target.attempts == 1:
-        staged = StagedFeed(
-            target.endpoint,
-            target.info,
-            subscriber,
-            target.result,
-            target.stage_order,
-            load=sink.consume,
-            send_blob=target.delta.wants,
-            progress=progress,
+    with ExitStack() as stack:
+        src = stack.enter_context(open_input(path))
+        into = stack.enter_context(open_target(target, options.connect))
+        caps = into.capabilities
+        if options.codec is not None:
+            choose_codec(caps, options.codec, link=None)
+        chosen = Plan(
+            codec=options.codec,  # None: as archived
+            wire=None,
+            staged=False,
+            layout=layout_for(caps, options.platforms),
+            link=None,
         )
-        run: Callable[[], list[str]] = staged.run
-        stream = None
-    else:
-        stream = subscriber_stream(
-            subscriber, target.result, progress=progress, send_blob=target.delta.wants
+        feed = _Feed(into, chosen, HoldsNothing())
+        outcome = _transfer(lambda: src, [feed], progress, None)[into.name]
+        _settle(feed, outcome, options.verify)
+        if outcome.error is not None:
+            raise outcome.error
+        return _report(feed, outcome, 1)
+
+
+def save(
+    images: list[str],
+    output: str,
+    codec: Codec,
+    *,
+    source: str | None = None,
+    options: ShipOptions = ShipOptions(),  # noqa: B008 - frozen
+    progress: Progress | None = None,
+) -> Report:
+    """Save images (all their tags, shared layers once) from an engine into an archive."""
+    from shipit.daemon.target import DockerSource
+
+    names = checked_names(images)
+    with DockerSource.open(source, options.connect) as origin:
+        return _write_archive(
+            lambda: IterReader(origin.save(names)), output, codec, options, progress
         )
-        run = partial(sink.consume, stream)
-    try:
-        target.loaded = run()
-        if sink.wire is not None:  # what went out was compressed as a whole
-            target.upload_plain, target.result.bytes_out = target.result.bytes_out, sink.wire_bytes
-    except ShipitError as exc:
-        target.error = exc
-    except Exception as exc:  # a bug must not take the other targets down
-        target.error = ShipitError(f"shipping to {target.name}: {exc}")
-    finally:
-        if stream is not None:
-            stream.close()
-        subscriber.leave()
 
 
-def _save_size(engine: Endpoint, names: list[str]) -> int | None:
-    # The save stream carries each image's uncompressed layers: about its Size.
-    sizes = {}
-    for name in names:
-        details = image_inspect(engine, name)
-        if details:
-            sizes[details.get("Id")] = int(details.get("Size") or 0)
-    return sum(sizes.values()) or None
+def convert(
+    source: str,
+    output: str,
+    codec: Codec,
+    *,
+    options: ShipOptions = ShipOptions(),  # noqa: B008 - frozen
+    progress: Progress | None = None,
+) -> Report:
+    """Rewrite an archive (a file or ``-``) with ``codec`` layers into ``output``."""
+    with open_input(source) as src:
+        return _write_archive(lambda: src, output, codec, options, progress)
 
 
-def _verify_landed(engine: Endpoint, info: EngineInfo, result: Result) -> None:
-    """Every name must now be the image we sent: same diff_ids, same config (classic ID)."""
-    assert result.output is not None
-    problems = []
-    for names, root, runnable in result.output.images:
-        for name in names:
-            details = image_inspect(engine, name)
-            if details is None:
-                problems.append(f"{familiar_ref(name)} is missing")
-                continue
-            if runnable is None:
-                continue
-            expected_ids = [layer.diff_id for layer in runnable.layers]
-            got = (details.get("RootFS") or {}).get("Layers") or []
-            if got != expected_ids:
-                problems.append(f"{familiar_ref(name)} has different diff_ids")
-            want_id = runnable.config.digest if info.image_store == "classic" else root.digest
-            if details.get("Id") != want_id:
-                problems.append(
-                    f"{familiar_ref(name)} has ID {short(str(details.get('Id')))}, "
-                    f"expected {short(want_id)}"
-                )
-    if problems:
-        raise VerificationFailed(f"after loading into {engine.name}: " + "; ".join(problems))
+def _write_archive(
+    open_stream: Callable[[], Readable],
+    output: str,
+    codec: Codec,
+    options: ShipOptions,
+    progress: Progress | None,
+) -> Report:
+    archive = ArchiveTarget(output)
+    layout = layout_for(archive.capabilities, options.platforms)
+    feed = _Feed(archive, Plan(codec, None, False, layout, None), HoldsNothing())
+    outcome = _transfer(open_stream, [feed], progress, None)[archive.name]
+    if outcome.error is not None:
+        raise outcome.error
+    report = _report(feed, outcome, 1)
+    report.output = output
+    report.link = None
+    return report
+
+
+__all__ = ["TargetResult", "convert", "load", "save", "ship", "ship_many"]

@@ -11,14 +11,15 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, BinaryIO
 
 from shipit import compression
 from shipit.archive.model import Image, ImageIndex, ImageManifest, Layer
-from shipit.archive.reader import CHUNK, BlobRecord, Scan, _Prefixed
+from shipit.archive.reader import CHUNK, BlobHandler, BlobRecord, Scan, _Prefixed
 from shipit.compression import Codec, Readable, Reader
-from shipit.errors import BadInput, DigestMismatch, TooLarge, UsageError
+from shipit.errors import BadInput, DigestMismatch, PlatformMissing, TooLarge, UsageError
 from shipit.memo import Compressed, Memo
 from shipit.oci import (
     ANNOTATION_IMAGE_NAME,
@@ -34,9 +35,12 @@ from shipit.oci import (
     Document,
     blob_path,
     familiar_ref,
+    index_children,
+    parse_object,
     short,
     tag_of,
 )
+from shipit.platforms import REFERENCE_DIGEST, Platform, is_attestation
 
 #: Largest uncompressed layer accepted (guards against decompression bombs), unless
 #: ``SHIPIT_MAX_LAYER_SIZE`` says otherwise.
@@ -89,7 +93,12 @@ class _Hashing(Reader):
         return "sha256:" + self.hasher.hexdigest()
 
 
-@dataclass
+#: Hears each finished blob and, when a sink will want its bytes, the spool holding them
+#: (the callee owns it from then on).
+OnBlob = Callable[[BlobRecord, BinaryIO | None], None]
+
+
+@dataclass(frozen=True)
 class LayerPolicy:
     """What to do with each layer blob as it streams past.
 
@@ -111,10 +120,24 @@ class LayerPolicy:
     known: Callable[[str], Compressed | None] = lambda digest: None
     #: Where to note what each recompression produced, for ``known`` on a later run.
     memo: Memo | None = None
-    on_blob: Callable[[BlobRecord], None] | None = None
+
+    def handler(self, on_blob: OnBlob | None = None) -> BlobHandler:
+        """The scan's blob handler, telling ``on_blob`` of each blob as it finishes."""
+        return partial(self._handle, on_blob)
 
     def __call__(
         self, key: str, expected: str | None, size: int, head: bytes, body: Readable
+    ) -> BlobRecord:
+        return self._handle(None, key, expected, size, head, body)
+
+    def _handle(
+        self,
+        on_blob: OnBlob | None,
+        key: str,
+        expected: str | None,
+        size: int,
+        head: bytes,
+        body: Readable,
     ) -> BlobRecord:
         kind = compression.detect(head)
         raw = _Hashing(_Prefixed(head, body))
@@ -142,8 +165,10 @@ class LayerPolicy:
             record = known.record(record)
         elif codec is not None and self.memo is not None:
             self.memo.remember(codec, record)
-        if self.on_blob:
-            self.on_blob(record)
+        if on_blob is not None:
+            on_blob(record, spool)
+        elif spool is not None:
+            spool.close()
         return record
 
     def _want(self, kind: str, head: bytes) -> Codec | None:
@@ -171,7 +196,14 @@ class LayerPolicy:
             if not is_layer:
                 self._copy(raw, spool)
             return BlobRecord(
-                key, raw.digest, raw.count, kind, raw.digest, raw.count, kind, diff_id, spool
+                key=key,
+                source_digest=raw.digest,
+                source_size=raw.count,
+                source_compression=kind,
+                digest=raw.digest,
+                size=raw.count,
+                compression=kind,
+                diff_id=diff_id,
             )
         out = _Hashing(spool)
         # Uncompressed input is its own diff_id: hash it once, not twice.
@@ -182,7 +214,14 @@ class LayerPolicy:
             packer.write(chunk)
         packer.finish()
         return BlobRecord(
-            key, raw.digest, raw.count, kind, out.digest, out.count, codec.name, plain.digest, spool
+            key=key,
+            source_digest=raw.digest,
+            source_size=raw.count,
+            source_compression=kind,
+            digest=out.digest,
+            size=out.count,
+            compression=codec.name,
+            diff_id=plain.digest,
         )
 
     def _copy(self, raw: _Hashing, spool: BinaryIO | None) -> None:
@@ -235,136 +274,186 @@ def _is_tar(head: bytes) -> bool:
 # Rewriting the tree -------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class WrittenManifest:
+    """A manifest as the sinks get it: its new descriptor (the index entry's platform and
+    annotations carried over), and the manifest it was made from."""
+
+    descriptor: Descriptor
+    manifest: ImageManifest
+    platform: Platform | None
+    attests: str | None = None  # an attestation: the (new) digest of the manifest it is about
+
+
+@dataclass(frozen=True)
+class WrittenIndex:
+    descriptor: Descriptor
+    raw: bytes
+    children: tuple[WrittenManifest | WrittenIndex | Descriptor, ...]  # Descriptor: absent
+
+
+WrittenNode = WrittenManifest | WrittenIndex
+
+
+@dataclass(frozen=True)
+class WrittenImage:
+    names: tuple[str, ...]
+    root: WrittenNode
+
+    def entries(self) -> list[WrittenManifest | Descriptor]:
+        """Every manifest of the tree, present or absent (a Descriptor), top-down."""
+        out: list[WrittenManifest | Descriptor] = []
+        stack: list[WrittenNode | Descriptor] = [self.root]
+        while stack:
+            node = stack.pop(0)
+            if isinstance(node, WrittenIndex):
+                stack.extend(node.children)
+            else:
+                out.append(node)
+        return out
+
+    def present(self) -> list[WrittenManifest]:
+        """The image manifests the archive holds (attestations not counted)."""
+        return [e for e in self.entries() if isinstance(e, WrittenManifest) and not e.attests]
+
+    def absent_platforms(self) -> list[Platform]:
+        return [
+            p
+            for e in self.entries()
+            if isinstance(e, Descriptor)
+            and not is_attestation(e.annotations)
+            and (p := Platform.from_json(e.platform)) is not None
+        ]
+
+
+@dataclass
+class Rewritten:
+    """The whole tree with every changed digest carried up: what the documents became."""
+
+    images: list[WrittenImage]
+    documents: dict[str, bytes]  # digest → bytes of every config, manifest and index
+
+    def shape(self, layout: Layout) -> Output:
+        return _shape(self, layout)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a sink reads, and which platforms go to it.
+
+    ``platforms`` None takes every platform present (an archive); ``indexes`` False means
+    one manifest per image (a classic store); ``manifest_json`` writes the legacy file,
+    which names the manifest for ``default`` (or the first platform) of each image.
+    """
+
+    platforms: tuple[Platform, ...] | None = None
+    indexes: bool = True
+    manifest_json: bool = True
+    default: Platform = field(default_factory=Platform.host)
+
+
+@dataclass(frozen=True)
+class Landed:
+    """One image as written for a sink: its names, its top descriptor and its manifests."""
+
+    names: tuple[str, ...]
+    root: Descriptor
+    manifests: tuple[ImageManifest, ...]
+
+    @property
+    def runnable(self) -> ImageManifest | None:
+        return self.manifests[0] if self.manifests else None
+
+
 @dataclass
 class Output:
-    """Documents to write after the blobs, and the two top-level files."""
+    """Documents to write after the blobs, and the two top-level files, for one sink."""
 
-    documents: dict[str, bytes]  # digest → bytes (configs, manifests, nested indexes)
+    documents: dict[str, bytes]  # digest → bytes (configs, manifests, indexes)
     index_json: bytes
-    manifest_json: bytes
-    images: list[tuple[tuple[str, ...], Descriptor, ImageManifest | None]]
+    manifest_json: bytes | None
+    images: list[Landed]
+    notes: list[str] = field(default_factory=list)
 
 
-def _add_legacy(
-    legacy: list[dict[str, Any]], config: str, layers: list[str], tags: list[str]
-) -> None:
-    """One ``manifest.json`` entry per image as written: two source manifests that became
-    the same (gzip and zstd copies of one image, both now zstd) share one entry, as
-    ``docker save`` writes them, so converting shipit's output again changes nothing."""
-    for entry in legacy:
-        if entry["Config"] == config and entry["Layers"] == layers:
-            known = entry["RepoTags"] or []
-            entry["RepoTags"] = [*known, *(t for t in tags if t not in known)] or None
-            return
-    legacy.append({"Config": config, "RepoTags": tags or None, "Layers": layers})
-
-
-def rewrite(images: list[Image], scan: Scan) -> Output:
-    """New manifests, indexes and ``index.json``/``manifest.json`` for the blobs as written."""
+def rewrite(images: list[Image], scan: Scan) -> Rewritten:
+    """New manifests and indexes for the blobs as written, for every image of the archive."""
     documents: dict[str, bytes] = {}
-    entries: list[dict[str, Any]] = []
-    legacy: list[dict[str, Any]] = []
-    summary = []
-    for image in images:
-        root = _rewrite_node(image.root, scan, documents)
-        runnable = _runnable_after(image, scan, documents)
-        summary.append((image.names, root, runnable))
-        entries.extend(_index_entries(root, image.names))
-        if runnable is not None:
-            _add_legacy(
-                legacy,
-                blob_path(runnable.config.digest),
-                [blob_path(d) for d in _layer_digests(runnable, scan)],
-                [familiar_ref(n) for n in image.names],
-            )
-    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
-    return Output(
-        documents,
-        Document.build(index).raw,
-        Document.build(legacy).raw if legacy else b"[]",  # type: ignore[arg-type]
-        summary,
-    )
+    written = [WrittenImage(i.names, _rewrite_node(i.root, None, scan, documents)) for i in images]
+    return Rewritten(written, documents)
 
 
-def _index_entries(root: Descriptor, names: tuple[str, ...]) -> list[dict[str, Any]]:
-    base = Descriptor(root.media_type, root.digest, root.size)
-    if not names:
-        return [base.to_json()]
-    out = []
-    for name in names:
-        annotations = {ANNOTATION_IMAGE_NAME: name}
-        tag = tag_of(name)
-        if tag:
-            annotations[ANNOTATION_REF_NAME] = tag
-        out.append({**base.to_json(), "annotations": annotations})
-    return out
-
-
-def _layer_digests(manifest: ImageManifest, scan: Scan) -> list[str]:
-    return [_layer_descriptor(layer, scan, oci=True).digest for layer in manifest.layers]
-
-
-def _runnable_after(image: Image, scan: Scan, documents: dict[str, bytes]) -> ImageManifest | None:
-    runnable = image.runnable()
-    if runnable is None:
-        return None
-    documents.setdefault(runnable.config.digest, runnable.config.raw)
-    return runnable
-
-
-def _layer_descriptor(layer: Layer, scan: Scan, oci: bool) -> Descriptor:
-    record = scan.blob(layer.key)
-    original = layer.descriptor
-    if record is None:
-        # A JSON layer (an attestation), kept among the documents: its descriptor stands.
-        if original is None:
-            raise BadInput(f"layer {short(layer.diff_id)} is missing from the archive")
-        return original
-    annotations = original.annotations if original else {}
-    untouched = original is not None and not record.rewritten
-    if untouched and (not oci or original.media_type in OCI_LAYER_FOR.values()):  # type: ignore[union-attr]
-        return original  # type: ignore[return-value]
-    media_type = _layer_media_type(record.compression, oci, original)
-    return Descriptor(media_type, record.digest, record.size, annotations)
-
-
-def _layer_media_type(kind: str, oci: bool, original: Descriptor | None) -> str:
-    if oci and kind in OCI_LAYER_FOR:
-        return OCI_LAYER_FOR[kind]
-    if kind == "gzip":
-        return DOCKER_LAYER_GZIP
-    if kind == "none":
-        return DOCKER_LAYER
-    return original.media_type if original else OCI_LAYER_FOR.get(kind, DOCKER_LAYER)
+def output(images: list[Image], scan: Scan, layout: Layout | None = None) -> Output:
+    """``rewrite`` and ``shape`` in one: the output for a single sink."""
+    return rewrite(images, scan).shape(layout or Layout())
 
 
 def _rewrite_node(
-    node: ImageManifest | ImageIndex, scan: Scan, documents: dict[str, bytes]
-) -> Descriptor:
-    if isinstance(node, ImageIndex):
-        children = []
-        changed = False
-        for child in node.children:
-            if isinstance(child, Descriptor):
-                children.append(child)  # another platform, not in the archive: kept as is
-                continue
-            new = _rewrite_node(child, scan, documents)
-            old = child.descriptor
-            assert old is not None
-            changed |= new.digest != old.digest
-            children.append(
-                Descriptor(new.media_type, new.digest, new.size, old.annotations, old.platform)
+    node: ImageManifest | ImageIndex,
+    entry: Descriptor | None,
+    scan: Scan,
+    documents: dict[str, bytes],
+) -> WrittenNode:
+    if isinstance(node, ImageManifest):
+        new = _rewrite_manifest(node, scan, documents)
+        platform = Platform.from_json(entry.platform if entry else None) or Platform.from_json(
+            node.config.value
+        )
+        if entry is not None:
+            new = Descriptor(
+                new.media_type, new.digest, new.size, entry.annotations, entry.platform
             )
-        if not changed:
-            documents[node.document.digest] = node.document.raw
-            return node.descriptor
-        value = dict(node.document.value)
-        value["mediaType"] = OCI_INDEX
-        value["manifests"] = [c.to_json() for c in children]
-        doc = Document.build(value)
-        documents[doc.digest] = doc.raw
-        return Descriptor(OCI_INDEX, doc.digest, doc.size, node.descriptor.annotations)
+        return WrittenManifest(new, node, platform)
+    children: list[WrittenNode | Descriptor] = []
+    renamed: dict[str, str] = {}
+    for child in node.children:
+        if isinstance(child, Descriptor):
+            children.append(child)  # another platform, not in the archive: kept as is
+            continue
+        assert child.descriptor is not None
+        written = _rewrite_node(child, child.descriptor, scan, documents)
+        renamed[child.descriptor.digest] = written.descriptor.digest
+        children.append(written)
+    # An attestation names the manifest it is about by digest: follow a rewritten one.
+    children = [_follow_reference(c, renamed) for c in children]
+    changed = [_descriptor(c) for c in children] != list(index_children(node.document, "index"))
+    if not changed:
+        documents[node.document.digest] = node.document.raw
+        return WrittenIndex(node.descriptor, node.document.raw, tuple(children))
+    doc = _index_document(node.document.value, [_descriptor(c) for c in children])
+    documents[doc.digest] = doc.raw
+    desc = Descriptor(OCI_INDEX, doc.digest, doc.size, node.descriptor.annotations)
+    return WrittenIndex(desc, doc.raw, tuple(children))
 
+
+def _follow_reference(
+    child: WrittenNode | Descriptor, renamed: dict[str, str]
+) -> WrittenNode | Descriptor:
+    desc = _descriptor(child)
+    about = desc.annotations.get(REFERENCE_DIGEST) if is_attestation(desc.annotations) else None
+    if about is None or isinstance(child, WrittenIndex):
+        return child
+    new_about = renamed.get(about, about)
+    if isinstance(child, Descriptor):
+        if new_about == about:
+            return child
+        return replace(child, annotations={**child.annotations, REFERENCE_DIGEST: new_about})
+    new = replace(child.descriptor, annotations={**desc.annotations, REFERENCE_DIGEST: new_about})
+    return replace(child, descriptor=new, attests=new_about)
+
+
+def _descriptor(node: WrittenNode | Descriptor) -> Descriptor:
+    return node if isinstance(node, Descriptor) else node.descriptor
+
+
+def _index_document(value: dict[str, Any], children: list[Descriptor]) -> Document:
+    value = dict(value)
+    value["mediaType"] = OCI_INDEX
+    value["manifests"] = [c.to_json() for c in children]
+    return Document.build(value)
+
+
+def _rewrite_manifest(node: ImageManifest, scan: Scan, documents: dict[str, bytes]) -> Descriptor:
     documents[node.config.digest] = node.config.raw
     for layer in node.layers:  # JSON layers (attestations) travel with the documents
         if scan.blob(layer.key) is None and layer.key in scan.documents:
@@ -394,3 +483,205 @@ def _rewrite_node(
     doc = Document.build(manifest)
     documents[doc.digest] = doc.raw
     return Descriptor(OCI_MANIFEST, doc.digest, doc.size)
+
+
+def _layer_descriptor(layer: Layer, scan: Scan, oci: bool) -> Descriptor:
+    record = scan.blob(layer.key)
+    original = layer.descriptor
+    if record is None:
+        # A JSON layer (an attestation), kept among the documents: its descriptor stands.
+        if original is None:
+            raise BadInput(f"layer {short(layer.diff_id)} is missing from the archive")
+        return original
+    annotations = original.annotations if original else {}
+    untouched = original is not None and not record.rewritten
+    if untouched and (not oci or original.media_type in OCI_LAYER_FOR.values()):  # type: ignore[union-attr]
+        return original  # type: ignore[return-value]
+    media_type = _layer_media_type(record.compression, oci, original)
+    return Descriptor(media_type, record.digest, record.size, annotations)
+
+
+def _layer_media_type(kind: str, oci: bool, original: Descriptor | None) -> str:
+    if oci and kind in OCI_LAYER_FOR:
+        return OCI_LAYER_FOR[kind]
+    if kind == "gzip":
+        return DOCKER_LAYER_GZIP
+    if kind == "none":
+        return DOCKER_LAYER
+    return original.media_type if original else OCI_LAYER_FOR.get(kind, DOCKER_LAYER)
+
+
+# Shaping for one sink -----------------------------------------------------------------
+
+
+def _shape(rewritten: Rewritten, layout: Layout) -> Output:
+    documents: dict[str, bytes] = {}
+    entries: list[dict[str, Any]] = []
+    legacy: list[dict[str, Any]] = []
+    landed: list[Landed] = []
+    notes: list[str] = []
+    for image in rewritten.images:
+        if layout.platforms is None and layout.indexes:
+            chosen = image.present()
+            root = _whole(image.root, rewritten, documents)
+        else:
+            chosen = _choose(image, layout)
+            root = _root_for(image, chosen, layout, rewritten, documents, notes)
+            for manifest in chosen:
+                _keep_manifest(manifest, rewritten, documents)
+        landed.append(Landed(image.names, root, tuple(m.manifest for m in chosen)))
+        entries.extend(_index_entries(root, image.names))
+        legacy_one = _legacy_choice(chosen, layout)
+        if layout.manifest_json and legacy_one is not None:
+            _add_legacy(
+                legacy,
+                blob_path(legacy_one.manifest.config.digest),
+                [blob_path(d) for d in _manifest_layer_digests(legacy_one, rewritten)],
+                [familiar_ref(n) for n in image.names],
+            )
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+    manifest_json = None
+    if layout.manifest_json:
+        manifest_json = Document.build(legacy).raw if legacy else b"[]"  # type: ignore[arg-type]
+    return Output(documents, Document.build(index).raw, manifest_json, landed, notes)
+
+
+def _choose(image: WrittenImage, layout: Layout) -> list[WrittenManifest]:
+    """The manifests of ``image`` for the layout's platforms (PlatformMissing if absent)."""
+    present = image.present()
+    if layout.platforms is None:
+        one = _legacy_choice(present, layout)
+        return [one] if one is not None else []
+    chosen: list[WrittenManifest] = []
+    for wanted in layout.platforms:
+        found = next((m for m in present if m.platform is None or m.platform.matches(wanted)), None)
+        if found is None:
+            raise PlatformMissing(_missing_message(image, wanted))
+        if found not in chosen:
+            chosen.append(found)
+    if not layout.indexes and len(chosen) > 1:
+        raise UsageError(
+            f"{_name(image)}: the target keeps one platform per image; "
+            f"asked for {', '.join(str(p) for p in layout.platforms)}"
+        )
+    return chosen
+
+
+def _missing_message(image: WrittenImage, wanted: Platform) -> str:
+    has = ", ".join(sorted({str(m.platform) for m in image.present() if m.platform})) or "none"
+    absent = sorted({str(p) for p in image.absent_platforms()} - set(has.split(", ")))
+    tail = f" (named but not in the archive: {', '.join(absent)})" if absent else ""
+    return f"{_name(image)} has no {wanted} manifest; it has {has}{tail}"
+
+
+def _name(image: WrittenImage) -> str:
+    return familiar_ref(image.names[0]) if image.names else "the untagged image"
+
+
+def _root_for(
+    image: WrittenImage,
+    chosen: list[WrittenManifest],
+    layout: Layout,
+    rewritten: Rewritten,
+    documents: dict[str, bytes],
+    notes: list[str],
+) -> Descriptor:
+    """What index.json names for this image: the one manifest (single-platform sinks, or a
+    lone manifest), else an index of exactly what is chosen and present, in its order."""
+    root = image.root
+    if not layout.indexes or isinstance(root, WrittenManifest):
+        return _bare(chosen[0].descriptor) if chosen else _bare(_descriptor(root))
+    kept = {m.descriptor.digest for m in chosen}
+    keep: list[WrittenManifest] = []
+    for entry in image.entries():
+        desc = _descriptor(entry)
+        if not is_attestation(desc.annotations):
+            if desc.digest in kept and isinstance(entry, WrittenManifest):
+                keep.append(entry)
+            continue
+        about = desc.annotations.get(REFERENCE_DIGEST)
+        if about not in kept:
+            continue
+        if isinstance(entry, WrittenManifest):
+            keep.append(entry)
+            _keep_manifest(entry, rewritten, documents)
+        else:
+            notes.append(
+                f"{_name(image)}: left out the attestation of {short(about or '')}: "
+                "its blobs are not in the archive"
+            )
+    children = [m.descriptor for m in keep]
+    if children == [_descriptor(c) for c in root.children]:
+        documents[root.descriptor.digest] = root.raw
+        return _bare(root.descriptor)
+    doc = _index_document(parse_object(root.raw, "index"), children)
+    documents[doc.digest] = doc.raw
+    return Descriptor(OCI_INDEX, doc.digest, doc.size)
+
+
+def _whole(node: WrittenNode, rewritten: Rewritten, documents: dict[str, bytes]) -> Descriptor:
+    """The tree as rewritten, every platform it names kept (absent ones stay named)."""
+    if isinstance(node, WrittenManifest):
+        _keep_manifest(node, rewritten, documents)
+        return _bare(node.descriptor)
+    documents[node.descriptor.digest] = node.raw
+    for child in node.children:
+        if not isinstance(child, Descriptor):
+            _whole(child, rewritten, documents)
+    return _bare(node.descriptor)
+
+
+def _bare(desc: Descriptor) -> Descriptor:
+    return Descriptor(desc.media_type, desc.digest, desc.size)
+
+
+def _keep_manifest(
+    manifest: WrittenManifest, rewritten: Rewritten, documents: dict[str, bytes]
+) -> None:
+    """Add a manifest's own document, its config and its JSON layers to ``documents``."""
+    node = manifest.manifest
+    for digest in (manifest.descriptor.digest, node.config.digest, *(x.key for x in node.layers)):
+        raw = rewritten.documents.get(digest)
+        if raw is not None:
+            documents.setdefault(digest, raw)
+
+
+def _legacy_choice(chosen: list[WrittenManifest], layout: Layout) -> WrittenManifest | None:
+    if not chosen:
+        return None
+    return next(
+        (m for m in chosen if m.platform is None or m.platform.matches(layout.default)), chosen[0]
+    )
+
+
+def _manifest_layer_digests(manifest: WrittenManifest, rewritten: Rewritten) -> list[str]:
+    value = parse_object(rewritten.documents[manifest.descriptor.digest], "manifest")
+    return [str(layer["digest"]) for layer in value.get("layers", [])]
+
+
+def _index_entries(root: Descriptor, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    base = Descriptor(root.media_type, root.digest, root.size)
+    if not names:
+        return [base.to_json()]
+    out = []
+    for name in names:
+        annotations = {ANNOTATION_IMAGE_NAME: name}
+        tag = tag_of(name)
+        if tag:
+            annotations[ANNOTATION_REF_NAME] = tag
+        out.append({**base.to_json(), "annotations": annotations})
+    return out
+
+
+def _add_legacy(
+    legacy: list[dict[str, Any]], config: str, layers: list[str], tags: list[str]
+) -> None:
+    """One ``manifest.json`` entry per image as written: two source manifests that became
+    the same (gzip and zstd copies of one image, both now zstd) share one entry, as
+    ``docker save`` writes them, so converting shipit's output again changes nothing."""
+    for entry in legacy:
+        if entry["Config"] == config and entry["Layers"] == layers:
+            known = entry["RepoTags"] or []
+            entry["RepoTags"] = [*known, *(t for t in tags if t not in known)] or None
+            return
+    legacy.append({"Config": config, "RepoTags": tags or None, "Layers": layers})

@@ -7,7 +7,6 @@ whose uncompressed digest was computed matches the config's ``rootfs.diff_ids``.
 
 from __future__ import annotations
 
-import platform as _platform
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -73,16 +72,6 @@ class Image:
                 yield node
             elif isinstance(node, ImageIndex):
                 stack.extend(node.children)
-
-    def runnable(self) -> ImageManifest | None:
-        """The manifest a single-platform engine loads: this machine's platform first."""
-        manifests = list(self.manifests())
-        arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(_platform.machine(), "")
-        for manifest in manifests:
-            plat = (manifest.descriptor.platform if manifest.descriptor else None) or {}
-            if plat.get("architecture") == arch:
-                return manifest
-        return manifests[0] if manifests else None
 
 
 def build(scan: Scan) -> list[Image]:

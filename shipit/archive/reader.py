@@ -18,7 +18,7 @@ import re
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from shipit import compression
 from shipit.compression import Readable, Reader
@@ -32,7 +32,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no entry shipit reads has one in it
 _TOP_DOCS = {"index.json", "manifest.json", "oci-layout", "repositories"}
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class BlobRecord:
     """What became of one blob of the archive (a layer or other non-JSON blob)."""
 
@@ -44,7 +44,6 @@ class BlobRecord:
     size: int
     compression: str
     diff_id: str | None = None  # sha256 of the uncompressed tar, when it was computed
-    spool: BinaryIO | None = None  # the output bytes, when a sink will want them
     remembered: bool = False  # described from the memo (shipit.memo), not compressed again
 
     @property

@@ -23,6 +23,7 @@ from shipit.oci import (
     blob_path,
     familiar_ref,
 )
+from shipit.platforms import Platform
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 BLOCK = 512
@@ -102,18 +103,19 @@ class MadeImage:
         yield tar.end()
 
 
-def make_image(name: str, arch: str, os: str, layers: list[tuple[str, Descriptor]]) -> MadeImage:
+def make_image(name: str, platform: Platform, layers: list[tuple[str, Descriptor]]) -> MadeImage:
     """A minimal image named ``name``: a config listing the layers' diff_ids (``layers``
     pairs each with the descriptor of its blob), an OCI manifest, and both the
     ``index.json`` the containerd store reads and the ``manifest.json`` classic ones do."""
-    config = Document.build(
-        {
-            "architecture": arch,
-            "os": os,
-            "config": {},
-            "rootfs": {"type": "layers", "diff_ids": [diff_id for diff_id, _ in layers]},
-        }
-    )
+    config_value: dict[str, object] = {
+        "architecture": platform.architecture,
+        "os": platform.os,
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id for diff_id, _ in layers]},
+    }
+    if platform.variant:
+        config_value["variant"] = platform.variant
+    config = Document.build(config_value)
     manifest = Document.build(
         {
             "schemaVersion": 2,

@@ -14,13 +14,14 @@ from shipit.cli.render import (
     CompressionOption,
     JsonOption,
     LevelOption,
+    PlatformOption,
     QuietOption,
     SshConfigOption,
     codec_option,
-    connect_options,
     human,
     print_report,
     progress_bar,
+    ship_options,
 )
 from shipit.cli.targets import TARGET_HELP
 
@@ -39,6 +40,7 @@ def save(
     ] = None,
     compression: CompressionOption = None,
     level: LevelOption = None,
+    platform: PlatformOption = None,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
     ssh_config: SshConfigOption = None,
@@ -55,7 +57,11 @@ def save(
             output,
             codec,
             source=source,
-            connect=connect_options(ssh_config, accept_new_host_key),
+            options=ship_options(
+                ssh_config=ssh_config,
+                accept_new_host_key=accept_new_host_key,
+                platforms=platform,
+            ),
             progress=progress,
         )
     print_report(report, as_json, "saved")
@@ -67,6 +73,7 @@ def convert(
     output: OutputOption,
     compression: CompressionOption = None,
     level: LevelOption = None,
+    platform: PlatformOption = None,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -75,7 +82,8 @@ def convert(
     codec = codec_option(compression, level, "zstd")
     assert codec is not None
     with progress_bar("converting", api.input_size(source), quiet or output == "-") as progress:
-        report = api.convert(source, output, codec, progress=progress)
+        options = ship_options(platforms=platform)
+        report = api.convert(source, output, codec, options=options, progress=progress)
     print_report(report, as_json, "converted")
 
 
@@ -93,14 +101,20 @@ def inspect(
     for image in tree["images"]:
         typer.echo(", ".join(image["names"]) or "(untagged)")
         for manifest in image["manifests"]:
+            what = "attestation" if manifest["attestation"] else "manifest"
+            platform = f"  {manifest['platform']}" if manifest["platform"] else ""
+            if not manifest["present"]:
+                typer.echo(f"  {what} {manifest['digest']}{platform}  (not in the archive)")
+                continue
             if manifest["digest"]:
-                typer.echo(f"  manifest {manifest['digest']}")
+                typer.echo(f"  {what} {manifest['digest']}{platform}")
             config = manifest["config"]
             typer.echo(f"    config {config['digest']}  {human(config['size'])}")
             for layer in manifest["layers"]:
                 size = human(layer["size"]) if layer["size"] is not None else "not in archive"
                 kind = layer["compression"] or "-"
-                typer.echo(f"    layer  {layer['digest'][:19]}  {size:>10}  {kind}")
+                noun = "statement" if manifest["attestation"] else "layer"
+                typer.echo(f"    {noun:<6} {layer['digest'][:19]}  {size:>10}  {kind}")
     typer.echo(
         f"{tree['blobs']} blobs, {human(tree['archive_bytes'])} archive; layers referenced "
         f"{human(tree['layer_bytes_referenced'])}, stored {human(tree['layer_bytes_stored'])} "
@@ -130,6 +144,7 @@ def load(
     ] = None,
     compression: CompressionOption = None,
     level: LevelOption = None,
+    platform: PlatformOption = None,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
     ssh_config: SshConfigOption = None,
@@ -143,8 +158,12 @@ def load(
         report = api.load(
             path,
             target=to,
-            codec=codec,
-            connect=connect_options(ssh_config, accept_new_host_key),
+            options=ship_options(
+                ssh_config=ssh_config,
+                accept_new_host_key=accept_new_host_key,
+                platforms=platform,
+                codec=codec,
+            ),
             progress=progress,
         )
     print_report(report, as_json, "loaded")

@@ -20,7 +20,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from shipit.api import Connect, Report
+from shipit.api import Connect, Report, ShipOptions
 from shipit.compression import Codec
 from shipit.progress import Event
 from shipit.progress import Progress as Events
@@ -60,8 +60,37 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress ba
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON summary for scripts.")]
 
 
+PlatformOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--platform",
+        metavar="OS/ARCH[/VARIANT]",
+        help="Platform to ship, e.g. linux/arm64/v8 [default: the one the target runs; "
+        "archives: all]. Repeat where the target keeps indexes.",
+        show_default=False,
+    ),
+]
+
+
 def connect_options(ssh_config: Path | None, accept_new_host_key: bool) -> Connect:
     return Connect(ssh_config=ssh_config, accept_new_host_key=accept_new_host_key)
+
+
+def ship_options(
+    *,
+    ssh_config: Path | None = None,
+    accept_new_host_key: bool = False,
+    platforms: list[str] | None = None,
+    **values: Any,
+) -> ShipOptions:
+    """The ship options a command's flags add up to."""
+    from shipit.platforms import parse_platforms
+
+    return ShipOptions(
+        connect=connect_options(ssh_config, accept_new_host_key),
+        platforms=parse_platforms(platforms or []),
+        **values,
+    )
 
 
 def codec_option(name: str | None, level: int | None, default: str | None) -> Codec | None:
@@ -128,12 +157,8 @@ def print_report(report: Report, as_json: bool, verb: str) -> None:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
     data: dict[str, Any] = report.to_dict()
-    where = f" into {report.target.name}" if report.target else ""
-    where += (
-        f" ({report.target.image_store} store, Engine {report.target.engine_version})"
-        if report.target
-        else ""
-    )
+    target = report.target if report.target and report.target.kind != "archive" else None
+    where = f" into {target.name} ({target.store} store, Engine {target.version})" if target else ""
     if report.output:
         where = f" to {report.output}"
     speed = report.bytes_read / report.seconds / 1e6 if report.seconds else 0
@@ -145,6 +170,8 @@ def print_report(report: Report, as_json: bool, verb: str) -> None:
         f"({speed:.0f} MB/s)",
         err=True,
     )
+    for note in report.notes:
+        typer.echo(f"shipit: note: {note}", err=True)
 
 
 def _compression(report: Report) -> str:

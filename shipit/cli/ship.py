@@ -14,13 +14,14 @@ from shipit.cli.render import (
     CompressionOption,
     JsonOption,
     LevelOption,
+    PlatformOption,
     QuietOption,
     SshConfigOption,
     codec_option,
-    connect_options,
     human,
     print_report,
     progress_bar,
+    ship_options,
 )
 from shipit.cli.targets import TARGET_FORMS, TARGET_HELP
 from shipit.compression import Codec
@@ -70,6 +71,7 @@ def ship(
             show_default=False,
         ),
     ] = None,
+    platform: PlatformOption = None,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
     no_verify: Annotated[
@@ -92,18 +94,17 @@ def ship(
     codec = codec_option(compression, level, None)
     wire_codec = Codec.parse(wire) if wire else None
     with progress_bar("shipping", None, quiet) as progress:
-        outcomes = api.ship_many(
-            images,
-            to,
-            source=source,
+        options = ship_options(
+            ssh_config=ssh_config,
+            accept_new_host_key=accept_new_host_key,
+            platforms=platform,
             codec=codec,
-            connect=connect_options(ssh_config, accept_new_host_key),
-            progress=progress,
             verify=not no_verify,
             full=full,
             staged=staged,
             wire=wire_codec,
         )
+        outcomes = api.ship_many(images, to, source=source, options=options, progress=progress)
     failures = [o.error for o in outcomes if o.error is not None]
     if len(outcomes) == 1:
         if failures:
@@ -130,7 +131,7 @@ def _table(outcomes: list[api.TargetResult]) -> None:
                 (
                     o.target,
                     "ok",
-                    f"{engine.image_store} {engine.engine_version}",
+                    f"{engine.store} {engine.version}",
                     f"{r.layers_sent}/{r.layers_skipped}",
                     human(r.bytes_sent),
                     f"{r.seconds:.1f}",

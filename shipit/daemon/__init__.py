@@ -1,10 +1,13 @@
-"""Docker engines through the Docker SDK: connect, probe what they can load, save and load.
+"""The Docker engine, as a source and as a target: connect, probe what it can load, save
+and load streams, what it holds (the delta), staged loads and checking a landing.
 
-with resolve_endpoint("rig-d26") as engine:
-    info = probe(engine)
-    load_stream(engine, save_stream(source, ["rosie:latest"]))
+    with DockerTarget.open("rig-d26", Connect()) as target:
+        print(target.capabilities)
+
+Importing this package loads the Docker SDK and paramiko; archive commands never do.
 """
 
+from shipit.daemon.address import Address, parse_address
 from shipit.daemon.endpoint import Endpoint, resolve_endpoint
 from shipit.daemon.engine import (
     EngineInfo,
@@ -14,15 +17,14 @@ from shipit.daemon.engine import (
     remove_repository,
     save_stream,
 )
-from shipit.daemon.target import Target, parse_target
 
 __all__ = [
+    "Address",
     "Endpoint",
     "EngineInfo",
-    "Target",
     "image_inspect",
     "load_stream",
-    "parse_target",
+    "parse_address",
     "probe",
     "remove_repository",
     "resolve_endpoint",

@@ -22,7 +22,7 @@ from docker.transport import UnixHTTPAdapter
 from docker.utils import version_lt
 
 from shipit import ssh
-from shipit.daemon.target import Target, parse_target
+from shipit.daemon.address import Address, parse_address
 from shipit.errors import ConnectionFailed, EngineError, ImageNotFound, ShipitError, Unsupported
 
 REQUEST_TIMEOUT = 60.0
@@ -211,12 +211,12 @@ def resolve_endpoint(
     accept_new_host_key: bool = False,
     timeout: float = ssh.DEFAULT_TIMEOUT,
 ) -> Endpoint:
-    """Connect to the engine ``target`` names (see shipit.daemon.target) and negotiate its API.
+    """Connect to the engine ``target`` names (see shipit.daemon.address) and negotiate its API.
 
     ``timeout`` bounds connecting (TCP, SSH handshake, authentication, the first API call);
     it is not a limit on later transfers.
     """
-    where = parse_target(target)
+    where = parse_address(target)
     endpoint = _connect(where, ssh_config, accept_new_host_key, timeout)
     try:
         _negotiate(endpoint, timeout)
@@ -227,7 +227,7 @@ def resolve_endpoint(
 
 
 def _connect(
-    where: Target,
+    where: Address,
     ssh_config: str | os.PathLike[str] | None,
     accept_new_host_key: bool,
     timeout: float,

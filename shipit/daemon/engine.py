@@ -14,6 +14,8 @@ from docker.utils import version_gte
 
 from shipit.daemon.endpoint import STREAM_TIMEOUT, Endpoint
 from shipit.errors import EngineError, ImageNotFound, ShipitError
+from shipit.platforms import Platform
+from shipit.target import Capabilities
 
 CONTAINERD_SNAPSHOTTER = ["driver-type", "io.containerd.snapshotter.v1"]
 ZSTD_MIN_API = "1.42"
@@ -40,6 +42,29 @@ class EngineInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def platform(self) -> Platform:
+        return Platform.of(self.os or "linux", self.arch)
+
+    def capabilities(self) -> Capabilities:
+        """What this engine can take, for policy that must not ask what it is."""
+        containerd = self.image_store == "containerd"
+        readable = frozenset({"none", "gzip", "zstd"} if self.loads_zstd else {"none", "gzip"})
+        return Capabilities(
+            compressions=readable,
+            # /images/load decompresses a whole gzip upload on every engine, and a zstd
+            # one where it reads zstd layers (the same detection serves both).
+            upload_compressions=readable - {"none"},
+            keeps_blobs=containerd,
+            manifest_json=self.needs_manifest_json,
+            indexes=containerd,
+            platform=self.platform,
+            stages=True,
+            holdings="content" if containerd else "chains",
+            identity="manifest" if containerd else "config",
+            describe=f"{self.name} (Engine {self.engine_version}, {self.image_store} store)",
+        )
 
 
 def probe(endpoint: Endpoint) -> EngineInfo:

@@ -1,117 +1,269 @@
-"""Where an engine is: turn what the user typed into a Docker URL or an SSH destination.
-
-Forms, in the order a bare name is tried (the same precedence as the docker CLI for contexts):
-``None`` → $DOCKER_CONTEXT, else $DOCKER_HOST, else config.json's currentContext, else the
-local socket; ``unix://``, ``tcp://``, ``http://`` URLs; ``ssh://[user@]host[:port]``; a Docker
-context name; anything else is an SSH destination ``[user@]host`` looked up in the ssh config.
-"""
+"""The Docker engine as a target (``/images/load``) and as a source (``/images/get``)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
+import threading
+from collections.abc import Iterable, Iterator
+from functools import partial
+from typing import Any
 
-from shipit.errors import Unsupported, UsageError
-from shipit.ssh import parse_user_host_port
+from shipit.compression import Codec, compressed_chunks
+from shipit.daemon.delta import Delta, image_layers, plan
+from shipit.daemon.endpoint import Endpoint, resolve_endpoint
+from shipit.daemon.engine import (
+    EngineInfo,
+    image_inspect,
+    load_stream,
+    probe,
+    remove_repository,
+    save_stream,
+)
+from shipit.daemon.staging import STAGE_REPO, StagedFeed
+from shipit.errors import ImageNotFound, VerificationFailed
+from shipit.oci import familiar_ref, short
+from shipit.options import Connect
+from shipit.pipeline import Result, Subscriber, subscriber_stream
+from shipit.platforms import Platform
+from shipit.progress import Progress
+from shipit.target import Capabilities, Holdings, Plan, TargetFacts
 
-DEFAULT_HOST = "unix:///var/run/docker.sock"
-DOCKER_URL_SCHEMES = ("unix://", "tcp://", "http://")
 
+class DockerTarget:
+    """A Docker engine, local or over SSH, probed once when opened."""
 
-@dataclass(frozen=True)
-class Target:
-    """An engine address before any connection: either ``url`` or an SSH host is set."""
+    def __init__(self, endpoint: Endpoint, info: EngineInfo) -> None:
+        self.endpoint = endpoint
+        self.info = info
+        self._caps = info.capabilities()
+        self._wire_bytes = 0
+        self._lock = threading.Lock()
 
-    name: str
-    """What to call it in messages: the context, the ssh alias, or the URL."""
-    url: str | None = None
-    ssh_host: str | None = None
-    ssh_user: str | None = None
-    ssh_port: int | None = None
+    @classmethod
+    def open(cls, address: str | None, connect: Connect) -> DockerTarget:
+        endpoint = resolve_endpoint(
+            address, ssh_config=connect.ssh_config, accept_new_host_key=connect.accept_new_host_key
+        )
+        try:
+            return cls(endpoint, probe(endpoint))
+        except BaseException:
+            endpoint.close()
+            raise
 
     @property
-    def is_ssh(self) -> bool:
-        return self.ssh_host is not None
+    def name(self) -> str:
+        return self.endpoint.name
 
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
 
-def docker_config_dir(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    return Path(os.path.expanduser(env.get("DOCKER_CONFIG") or "~/.docker"))
+    @property
+    def facts(self) -> TargetFacts:
+        info = self.info
+        return TargetFacts(
+            info.name, "docker", info.image_store, info.engine_version, info.api_version
+        )
 
+    def measure_link(self) -> float | None:
+        return self.endpoint.link_speed()
 
-def current_context(env: Mapping[str, str] | None = None) -> str | None:
-    """The context the docker CLI would use, or None for "default" (DOCKER_HOST / local)."""
-    env = os.environ if env is None else env
-    if env.get("DOCKER_CONTEXT"):
-        name: str | None = env["DOCKER_CONTEXT"]
-    elif env.get("DOCKER_HOST"):
-        name = None
-    else:
+    def about(self) -> dict[str, Any]:
+        return {**self.info.to_dict(), "platform": str(self._caps.platform)}
+
+    def summary(self) -> list[tuple[str, str]]:
+        info = self.info
+        zstd = "yes" if info.loads_zstd else "no (needs Engine 23.0+ or the containerd store)"
+        return [
+            ("engine", info.name),
+            ("version", f"{info.engine_version} (API {info.api_version})"),
+            ("platform", f"{self._caps.platform}, kernel {info.kernel}"),
+            ("image store", f"{info.image_store} ({info.storage_driver})"),
+            ("zstd layers", zstd),
+            ("manifest.json", "needed" if info.needs_manifest_json else "not needed"),
+        ]
+
+    def holdings(self, layers: list[list[str]]) -> Holdings:
+        assert self._caps.platform is not None
+        return plan(self.endpoint, self._caps, layers, self._caps.platform)
+
+    def prepare(self, plan: Plan) -> None:
+        if plan.staged:
+            remove_repository(self.endpoint, STAGE_REPO)  # a killed run may have left some
+
+    def receive(
+        self,
+        subscriber: Subscriber,
+        result: Result,
+        plan: Plan,
+        holdings: Holdings,
+        progress: Progress | None,
+    ) -> list[str]:
+        """One load (or, staged, a series of loads) from ``subscriber``. With ``plan.wire``
+        the upload is compressed as a whole and ``result.bytes_out`` counts what went out;
+        ``result.bytes_before_wire`` keeps the plain tar's size."""
+        self._wire_bytes = 0
+        load = partial(self._load, plan.wire)
+        order = list(plan.stage_order) if plan.staged else []
         try:
-            config = json.loads((docker_config_dir(env) / "config.json").read_text())
-        except FileNotFoundError:
-            config = {}
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"docker config {docker_config_dir(env)}/config.json: {exc}") from exc
-        name = config.get("currentContext") if isinstance(config, dict) else None
-    return None if name in (None, "", "default") else name
+            if order:
+                assert self._caps.platform is not None
+                staged = StagedFeed(
+                    self.endpoint,
+                    self._caps.platform,
+                    subscriber,
+                    result,
+                    order,
+                    load=load,
+                    send_blob=holdings.wants,
+                    layout=plan.layout,
+                    progress=progress,
+                )
+                loaded = staged.run()
+            else:
+                stream = subscriber_stream(
+                    subscriber,
+                    result,
+                    progress=progress,
+                    send_blob=holdings.wants,
+                    layout=plan.layout,
+                )
+                try:
+                    loaded = load(stream)
+                finally:
+                    stream.close()
+        finally:
+            subscriber.leave()
+        if plan.wire is not None:  # what went out was compressed as a whole
+            result.bytes_before_wire, result.bytes_out = result.bytes_out, self._wire_bytes
+        return loaded
+
+    def _load(self, wire: Codec | None, chunks: Iterable[bytes]) -> list[str]:
+        if wire is not None:
+            chunks = compressed_chunks(chunks, wire, self._counted)
+        return load_stream(self.endpoint, chunks)
+
+    def _counted(self, n: int) -> None:
+        with self._lock:  # stage uploads compress in their own threads
+            self._wire_bytes += n
+
+    def verify(self, result: Result) -> None:
+        """Every name must now be the image sent: the same diff_ids for the platform the
+        engine runs, and the same ID (the config's digest, or what was sent on top)."""
+        assert result.output is not None
+        problems = []
+        wanted = self._caps.platform
+        for landed in result.output.images:
+            manifest = next(
+                (m for m in landed.manifests if wanted and _platform(m).matches(wanted)),
+                landed.runnable,
+            )
+            for name in landed.names:
+                details = image_inspect(self.endpoint, name)
+                if details is None:
+                    problems.append(f"{familiar_ref(name)} is missing")
+                    continue
+                if manifest is None:
+                    continue
+                expected_ids = [layer.diff_id for layer in manifest.layers]
+                got = (details.get("RootFS") or {}).get("Layers") or []
+                if got != expected_ids:
+                    problems.append(f"{familiar_ref(name)} has different diff_ids")
+                identity = self._caps.identity
+                want_id = manifest.config.digest if identity == "config" else landed.root.digest
+                if identity != "none" and details.get("Id") != want_id:
+                    problems.append(
+                        f"{familiar_ref(name)} has ID {short(str(details.get('Id')))}, "
+                        f"expected {short(want_id)}"
+                    )
+        if problems:
+            raise VerificationFailed(f"after loading into {self.name}: " + "; ".join(problems))
+
+    def close(self) -> None:
+        self.endpoint.close()
+
+    def __enter__(self) -> DockerTarget:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"DockerTarget({self.name!r})"
 
 
-def context_host(name: str, env: Mapping[str, str] | None = None) -> str | None:
-    """The docker endpoint URL of context ``name``; None if no such context exists."""
-    digest = hashlib.sha256(name.encode()).hexdigest()
-    contexts = docker_config_dir(env) / "contexts"
-    meta = contexts / "meta" / digest / "meta.json"
-    try:
-        endpoint = json.loads(meta.read_text())["Endpoints"]["docker"]
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"docker context {name!r} ({meta}): unreadable: {exc}") from exc
-    if (contexts / "tls" / digest / "docker").exists() or endpoint.get("SkipTLSVerify"):
-        raise Unsupported(f"docker context {name!r} uses TLS, which shipit does not speak yet")
-    host = endpoint.get("Host")
-    if not isinstance(host, str) or not host:
-        raise UsageError(f"docker context {name!r} ({meta}): no docker Host")
-    return host
+def _platform(manifest: object) -> Platform:
+    from shipit.archive.model import ImageManifest
+
+    assert isinstance(manifest, ImageManifest)
+    return Platform.from_json(manifest.config.value) or Platform("", "")
 
 
-def _from_url(url: str, name: str) -> Target:
-    if url.startswith("ssh://"):
-        rest = url[len("ssh://") :].rstrip("/")
-        if not rest or "/" in rest:
-            raise UsageError(f"{url}: expected ssh://[user@]host[:port]")
-        user, host, port = parse_user_host_port(rest)
-        return Target(name=name, ssh_host=host, ssh_user=user, ssh_port=port)
-    if url.startswith(DOCKER_URL_SCHEMES):
-        return Target(name=name, url=url)
-    if url.startswith(("https://", "npipe://", "fd://")):
-        raise Unsupported(f"{url}: shipit speaks unix://, tcp://, http:// and ssh:// only")
-    raise UsageError(f"{url}: not a Docker host URL")
+class DockerSource:
+    """A Docker engine to save images from."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self._info: EngineInfo | None = None
+
+    def keeps_indexes(self) -> bool:
+        """Whether an image here may be an index over more platforms than it shows."""
+        if self._info is None:
+            self._info = probe(self.endpoint)
+        return self._info.capabilities().indexes
+
+    @classmethod
+    def open(cls, address: str | None, connect: Connect) -> DockerSource:
+        return cls(
+            resolve_endpoint(
+                address,
+                ssh_config=connect.ssh_config,
+                accept_new_host_key=connect.accept_new_host_key,
+            )
+        )
+
+    @property
+    def name(self) -> str:
+        return self.endpoint.name
+
+    def layers(self, names: list[str]) -> list[list[str]]:
+        """The diff_ids of each named image (ImageNotFound for one that does not exist)."""
+        return image_layers(self.endpoint, names)
+
+    def platforms(self, names: list[str]) -> dict[str, Platform]:
+        """The platform ``image inspect`` shows for each image (one per image: on a
+        containerd store an index may hold more, which only its save tells)."""
+        out = {}
+        for name in names:
+            details = image_inspect(self.endpoint, name)
+            if details is None:
+                raise ImageNotFound(f"{self.endpoint.name}: no such image: {name}")
+            out[name] = Platform.of(
+                str(details.get("Os") or "linux"),
+                str(details.get("Architecture") or ""),
+                details.get("Variant") or None,
+            )
+        return out
+
+    def save(self, names: list[str]) -> Iterator[bytes]:
+        return save_stream(self.endpoint, names)
+
+    def save_size(self, names: list[str]) -> int | None:
+        """About the bytes a save of ``names`` carries: their uncompressed layers."""
+        sizes = {}
+        for name in names:
+            details = image_inspect(self.endpoint, name)
+            if details:
+                sizes[details.get("Id")] = int(details.get("Size") or 0)
+        return sum(sizes.values()) or None
+
+    def close(self) -> None:
+        self.endpoint.close()
+
+    def __enter__(self) -> DockerSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def parse_target(target: str | None, env: Mapping[str, str] | None = None) -> Target:
-    """Decide what ``target`` names without connecting. ``env`` defaults to os.environ."""
-    env = os.environ if env is None else env
-    if not target or target == "default":
-        context = current_context(env) if not target else None
-        if context is None:
-            host = env.get("DOCKER_HOST") or DEFAULT_HOST
-            return _from_url(host, host)
-        found = context_host(context, env)
-        if found is None:
-            raise UsageError(f"docker context {context!r} (the current context) does not exist")
-        return _from_url(found, context)
-    if "://" in target:
-        return _from_url(target, target)
-    found = context_host(target, env)
-    if found is not None:
-        return _from_url(found, target)
-    user, name, port = parse_user_host_port(target)
-    if port is not None:
-        raise UsageError(f"{target}: write ssh://{target} to give an SSH port")
-    return Target(name=target, ssh_host=name, ssh_user=user)
+__all__ = ["Delta", "DockerSource", "DockerTarget"]

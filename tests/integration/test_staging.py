@@ -9,8 +9,8 @@ import dataclasses
 import pytest
 from engines import docker_cli, identity, inspect, remove, run_image, socket
 
-import shipit.staging
-from shipit.api import Connect, ship
+import shipit.daemon.staging
+from shipit.api import Connect, ShipOptions, ship
 from shipit.compression import Codec
 from shipit.errors import EngineError, Unsupported
 
@@ -22,7 +22,7 @@ SOURCE = {"d20": "d26", "d26": "d20", "d26c": "d26"}
 
 def _stage_images(rig, engine: str) -> list[str]:
     out = docker_cli(rig, engine, "images", "-a", "--format", "{{.Repository}}:{{.Tag}}")
-    return [line for line in out.splitlines() if shipit.staging.STAGE_REPO in line]
+    return [line for line in out.splitlines() if shipit.daemon.staging.STAGE_REPO in line]
 
 
 def _ship(rig, ssh_config, engine: str, **kwargs):
@@ -30,14 +30,13 @@ def _ship(rig, ssh_config, engine: str, **kwargs):
         ["layered:latest"],
         rig["engines"][engine]["ssh_alias"],
         source=socket(rig, SOURCE[engine]),
-        connect=Connect(ssh_config=ssh_config),
-        **kwargs,
+        options=ShipOptions(connect=Connect(ssh_config=ssh_config), **kwargs),
     )
 
 
 @pytest.mark.parametrize("engine", ["d20", "d26", "d26c"])
 def test_staged_ship_lands_the_image(rig, ssh_config, monkeypatch, tmp_path, engine):
-    monkeypatch.setattr(shipit.staging, "STAGE_BYTES", 1)  # one stage per layer sent
+    monkeypatch.setattr(shipit.daemon.staging, "STAGE_BYTES", 1)  # one stage per layer sent
     before = inspect(rig, SOURCE[engine], "layered:latest")
     assert before is not None
     remove(rig, engine, "layered:latest")
@@ -65,7 +64,7 @@ def test_a_compressed_upload_carries_plain_layers(
 ):
     """--wire: each upload (every stage and the image's own) is one compressed stream
     around plain layers; the engine decompresses it and the source's image lands."""
-    monkeypatch.setattr(shipit.staging, "STAGE_BYTES", 1)
+    monkeypatch.setattr(shipit.daemon.staging, "STAGE_BYTES", 1)
     before = inspect(rig, SOURCE[engine], "layered:latest")
     assert before is not None
     remove(rig, engine, "layered:latest")
@@ -114,15 +113,15 @@ def test_a_zstd_upload_is_refused_before_engine_20_10_sees_a_byte(rig, ssh_confi
 def test_rejected_stage_fails_cleanly(rig, ssh_config, monkeypatch, engine):
     """A stage whose config names the wrong diff_id is refused by the engine: the ship
     fails with the engine's words, and neither the image nor any stage is left."""
-    monkeypatch.setattr(shipit.staging, "STAGE_BYTES", 1)
-    documents = shipit.staging.StagedFeed._documents
+    monkeypatch.setattr(shipit.daemon.staging, "STAGE_BYTES", 1)
+    documents = shipit.daemon.staging.StagedFeed._documents
 
     def lying(self, name, layers, tar):
         if len(layers) == 2:  # the second stage lies about its top layer
             layers = [*layers[:-1], dataclasses.replace(layers[-1], diff_id="sha256:" + "0" * 64)]
         return documents(self, name, layers, tar)
 
-    monkeypatch.setattr(shipit.staging.StagedFeed, "_documents", lying)
+    monkeypatch.setattr(shipit.daemon.staging.StagedFeed, "_documents", lying)
     remove(rig, engine, "layered:latest")
     with pytest.raises(EngineError) as failure:
         _ship(rig, ssh_config, engine, staged=True, full=True)

@@ -8,12 +8,13 @@ from shipit.api import choose_codec, choose_wire
 from shipit.compression import Codec
 from shipit.daemon.engine import EngineInfo
 from shipit.errors import Unsupported
+from shipit.target import Capabilities
 
 INF = float("inf")
 MB = 1e6
 
 
-def _engine(store: str, zstd: bool) -> EngineInfo:
+def _engine(store: str, zstd: bool) -> Capabilities:
     return EngineInfo(
         name="t",
         engine_version="26.1.5" if zstd else "20.10.24",
@@ -25,7 +26,7 @@ def _engine(store: str, zstd: bool) -> EngineInfo:
         storage_driver="overlay2",
         loads_zstd=zstd,
         needs_manifest_json=store == "classic",
-    )
+    ).capabilities()
 
 
 CLASSIC_20 = _engine("classic", False)

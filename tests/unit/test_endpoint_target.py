@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shipit.daemon.target import Target, parse_target
+from shipit.daemon.address import Address, parse_address
 from shipit.errors import Unsupported, UsageError
 
 
@@ -30,26 +30,26 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_nothing_set_means_the_local_socket(env):
-    assert parse_target(None, env) == Target(
+    assert parse_address(None, env) == Address(
         name="unix:///var/run/docker.sock", url="unix:///var/run/docker.sock"
     )
 
 
 def test_docker_host_env(env):
     env["DOCKER_HOST"] = "tcp://10.0.0.5:2375"
-    assert parse_target(None, env).url == "tcp://10.0.0.5:2375"
+    assert parse_address(None, env).url == "tcp://10.0.0.5:2375"
 
 
 def test_docker_host_env_may_be_ssh(env):
     env["DOCKER_HOST"] = "ssh://deploy@build-box:2200"
-    target = parse_target(None, env)
+    target = parse_address(None, env)
     assert (target.ssh_host, target.ssh_user, target.ssh_port) == ("build-box", "deploy", 2200)
 
 
 def test_current_context_from_config_json(env, tmp_path):
     add_context(tmp_path, "prod", "ssh://ops@prod-1")
     (tmp_path / "config.json").write_text(json.dumps({"currentContext": "prod"}))
-    target = parse_target(None, env)
+    target = parse_address(None, env)
     assert target.name == "prod"
     assert (target.ssh_host, target.ssh_user, target.ssh_port) == ("prod-1", "ops", None)
 
@@ -59,27 +59,27 @@ def test_docker_context_env_beats_docker_host_which_beats_config(env, tmp_path):
     add_context(tmp_path, "prod", "unix:///run/prod.sock")
     (tmp_path / "config.json").write_text(json.dumps({"currentContext": "prod"}))
     env["DOCKER_HOST"] = "unix:///run/env.sock"
-    assert parse_target(None, env).url == "unix:///run/env.sock"
+    assert parse_address(None, env).url == "unix:///run/env.sock"
     env["DOCKER_CONTEXT"] = "lab"
-    assert parse_target(None, env).url == "unix:///run/lab.sock"
+    assert parse_address(None, env).url == "unix:///run/lab.sock"
 
 
 def test_missing_current_context_is_an_error_not_an_ssh_host(env, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"currentContext": "gone"}))
     with pytest.raises(UsageError, match="'gone'"):
-        parse_target(None, env)
+        parse_address(None, env)
 
 
 def test_default_context_name(env):
     env["DOCKER_HOST"] = "unix:///run/x.sock"
-    assert parse_target("default", env).url == "unix:///run/x.sock"
+    assert parse_address("default", env).url == "unix:///run/x.sock"
 
 
 @pytest.mark.parametrize(
     "url", ["unix:///var/tmp/rig/d20/docker.sock", "tcp://127.0.0.1:2375", "http://h:2375"]
 )
 def test_docker_urls_pass_through(env, url):
-    assert parse_target(url, env) == Target(name=url, url=url)
+    assert parse_address(url, env) == Address(name=url, url=url)
 
 
 @pytest.mark.parametrize(
@@ -92,40 +92,40 @@ def test_docker_urls_pass_through(env, url):
     ],
 )
 def test_ssh_urls(env, url, user, host, port):
-    target = parse_target(url, env)
+    target = parse_address(url, env)
     assert target.is_ssh and target.url is None and target.name == url
     assert (target.ssh_user, target.ssh_host, target.ssh_port) == (user, host, port)
 
 
 def test_a_context_wins_over_an_ssh_alias_of_the_same_name(env, tmp_path):
     add_context(tmp_path, "deploy-server", "unix:///run/deploy.sock")
-    assert parse_target("deploy-server", env).url == "unix:///run/deploy.sock"
+    assert parse_address("deploy-server", env).url == "unix:///run/deploy.sock"
 
 
 def test_other_bare_names_are_ssh_destinations(env):
-    assert parse_target("rig-d26", env) == Target(name="rig-d26", ssh_host="rig-d26")
-    assert parse_target("ops@rig-d26", env) == Target(
+    assert parse_address("rig-d26", env) == Address(name="rig-d26", ssh_host="rig-d26")
+    assert parse_address("ops@rig-d26", env) == Address(
         name="ops@rig-d26", ssh_host="rig-d26", ssh_user="ops"
     )
 
 
 def test_bare_host_port_asks_for_an_ssh_url(env):
     with pytest.raises(UsageError, match="ssh://"):
-        parse_target("box:2222", env)
+        parse_address("box:2222", env)
 
 
 @pytest.mark.parametrize("url", ["https://h:2376", "npipe:////./pipe/docker_engine"])
 def test_unsupported_schemes(env, url):
     with pytest.raises(Unsupported):
-        parse_target(url, env)
+        parse_address(url, env)
 
 
 def test_tls_contexts_are_refused_rather_than_used_in_plain_text(env, tmp_path):
     add_context(tmp_path, "secure", "tcp://h:2376", tls=True)
     with pytest.raises(Unsupported, match="TLS"):
-        parse_target("secure", env)
+        parse_address("secure", env)
 
 
 def test_ssh_url_port_must_be_a_number(env):
     with pytest.raises(UsageError, match="port"):
-        parse_target("ssh://h:twenty", env)
+        parse_address("ssh://h:twenty", env)

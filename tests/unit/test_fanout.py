@@ -8,7 +8,7 @@ import threading
 from imagefactory import legacy_archive, oci_archive, sample_images, validate
 
 from shipit.compression import Codec
-from shipit.delta import classic_skips
+from shipit.daemon.delta import classic_skips
 from shipit.pipeline import Producer, Result, Subscriber, Tee, subscriber_stream
 from shipit.transform import LayerPolicy
 

@@ -32,14 +32,25 @@ from collections.abc import Callable, Iterable, Iterator
 
 from shipit.archive.reader import BlobRecord
 from shipit.archive.writer import TarStream, make_image
-from shipit.daemon import Endpoint, EngineInfo
+from shipit.daemon.endpoint import Endpoint
 from shipit.errors import ShipitError
-from shipit.oci import (
-    OCI_LAYER_FOR,
-    Descriptor,
+from shipit.oci import OCI_LAYER_FOR, Descriptor
+from shipit.pipeline import (
+    BlobReady,
+    Done,
+    Failed,
+    Message,
+    Result,
+    SendBlob,
+    Subscriber,
+    emitter,
+    release,
+    send_blob_chunks,
+    subscriber_stream,
 )
-from shipit.pipeline import Item, Result, Subscriber, release, subscriber_stream
-from shipit.progress import Event, Progress
+from shipit.platforms import Platform
+from shipit.progress import Progress
+from shipit.transform import Layout
 
 STAGE_REPO = "shipit-stage.invalid/stage"
 #: A stage closes once it carries this many bytes: fewer, larger loads (each costs the
@@ -121,26 +132,28 @@ class StagedFeed:
     def __init__(
         self,
         endpoint: Endpoint,
-        info: EngineInfo,
+        platform: Platform,
         subscriber: Subscriber,
         result: Result,
         order: list[str],
         *,
         load: Load,
-        send_blob: Callable[[BlobRecord], bool],
+        send_blob: SendBlob,
+        layout: Layout,
         progress: Progress | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.load = load
-        self.info = info
+        self.platform = platform
         self.subscriber = subscriber
         self.result = result
         self.order = order if len(set(order)) == len(order) else []
         self.send_blob = send_blob
-        self.emit = progress.emit if progress else (lambda event: None)
+        self.layout = layout
+        self.emit = emitter(progress)
         self.progress = progress
-        self.pool: dict[str, Item] = {}  # layers that arrived before their turn
-        self.backlog: list[Item] = []  # everything else taken off the queue, in order
+        self.pool: dict[str, BlobReady] = {}  # layers that arrived before their turn
+        self.backlog: list[Message] = []  # everything else taken off the queue, in order
         self.over = False  # "done" (or an error) came: nothing more to wait for
         self.token = secrets.token_hex(6)
         self.uploads: list[tuple[str, _Upload]] = []  # stage images, loaded or loading
@@ -162,6 +175,7 @@ class StagedFeed:
                 self.result,
                 progress=self.progress,
                 send_blob=self.send_blob,
+                layout=self.layout,
                 backlog=[*self.backlog, *self.pool.values()],
                 before_documents=last.finish if last else None,
             )
@@ -186,31 +200,19 @@ class StagedFeed:
         sent = 0
         name = f"{STAGE_REPO}:{self.token}-{len(self.uploads) + 1}"
         for diff_id in self.order[done : len(self.order) - 1]:
-            item = self._take(diff_id)
-            if item is None:
+            message = self._take(diff_id)
+            if message is None:
                 break
-            record, shared = item[1]
-            layers.append(record)
-            self.placed.append(record)
-            self.result.blobs.append(record)
-            self.emit(Event("blob", record.size, record=record))
-            try:
-                if shared is None or not self.send_blob(record):
-                    self.result.skipped.append(record)
-                    continue
+            layers.append(message.record)
+            self.placed.append(message.record)
+            for chunk in send_blob_chunks(message, tar, self.result, self.emit, self.send_blob):
                 if upload is None:
                     upload = _Upload(self.load, self.endpoint.name, name, last)
                     self.uploads.append((name, upload))
                     upload.start()
                     self._put(upload, tar.start())
-                self.result.sent.append(record.digest)
-                for chunk in tar.blob(record.digest, record.size, shared.reader()):
-                    self.emit(Event("sent", len(chunk)))
-                    self._put(upload, chunk)
-                sent += record.size
-            finally:
-                if shared is not None:
-                    shared.release()
+                self._put(upload, chunk)
+                sent += len(chunk)
             if sent >= STAGE_BYTES:
                 break
         if upload is None:
@@ -225,20 +227,20 @@ class StagedFeed:
         self.result.bytes_out += len(chunk)
         upload.put(chunk)
 
-    def _take(self, diff_id: str) -> Item | None:
+    def _take(self, diff_id: str) -> BlobReady | None:
         """The layer ``diff_id``, waiting for it to be read; None if it never will be."""
         while diff_id not in self.pool:
             if self.over:
                 return None
-            kind, value = self.subscriber.ready.get()
-            if kind == "error":
+            message = self.subscriber.ready.get()
+            if isinstance(message, Failed):
                 self.over = True
-                raise value
-            if kind == "blob" and value[0].diff_id is not None:
-                self.pool.setdefault(value[0].diff_id, (kind, value))
+                raise message.error
+            if isinstance(message, BlobReady) and message.record.diff_id is not None:
+                self.pool.setdefault(message.record.diff_id, message)
                 continue
-            self.over = kind == "done"
-            self.backlog.append((kind, value))
+            self.over = isinstance(message, Done)
+            self.backlog.append(message)
         return self.pool.pop(diff_id)
 
     def _documents(self, name: str, layers: list[BlobRecord], tar: TarStream) -> Iterator[bytes]:
@@ -248,7 +250,7 @@ class StagedFeed:
             (r.diff_id or "", Descriptor(OCI_LAYER_FOR[r.compression], r.digest, r.size))
             for r in layers
         ]
-        return make_image(name, self.info.arch, self.info.os or "linux", blobs).tar_entries(tar)
+        return make_image(name, self.platform, blobs).tar_entries(tar)
 
     def _remove_stages(self) -> None:
         for _name, upload in self.uploads:

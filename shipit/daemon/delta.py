@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import platform
 import secrets
 import tarfile
 from collections.abc import Iterable
@@ -33,8 +32,9 @@ from dataclasses import dataclass, field
 from shipit.archive.reader import BlobRecord
 from shipit.archive.writer import TarStream, make_image
 from shipit.compression import Codec
-from shipit.daemon import Endpoint, EngineInfo, image_inspect, load_stream, remove_repository
-from shipit.errors import EngineError
+from shipit.daemon.endpoint import Endpoint
+from shipit.daemon.engine import image_inspect, load_stream, remove_repository
+from shipit.errors import EngineError, ImageNotFound
 from shipit.memo import Memo
 from shipit.oci import (
     OCI_LAYER,
@@ -42,6 +42,8 @@ from shipit.oci import (
     chain_ids,
     sha256_digest,
 )
+from shipit.platforms import Platform
+from shipit.target import Capabilities
 
 PROBE_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.shipit-probe"
 PROBE_REPO = "shipit-probe.invalid/probe"
@@ -57,6 +59,7 @@ class Delta:
     skip_diff_ids: frozenset[str] = frozenset()  # classic: chains that exist everywhere used
     candidates: frozenset[str] = frozenset()  # containerd: diff_ids worth a probe
     endpoint: Endpoint | None = None  # containerd: where to probe
+    platform: Platform = field(default_factory=Platform.host)  # the probe image's
     probed: dict[str, bool] = field(default_factory=dict)
 
     def pre_skip(self, digest: str) -> bool:
@@ -76,7 +79,7 @@ class Delta:
     def has_blob(self, record: BlobRecord) -> bool:
         assert self.endpoint is not None
         if record.digest not in self.probed:
-            self.probed[record.digest] = probe_blob(self.endpoint, record)
+            self.probed[record.digest] = probe_blob(self.endpoint, record, self.platform)
         return self.probed[record.digest]
 
     def warm(self, memo: Memo, codec: Codec) -> None:
@@ -95,7 +98,11 @@ class Delta:
         time: containerd answers four at once three times slower than one by one.)"""
         if self.endpoint is None:
             return True
-        return all(probe_blob(self.endpoint, r) for r in records if r.diff_id in self.candidates)
+        return all(
+            probe_blob(self.endpoint, r, self.platform)
+            for r in records
+            if r.diff_id in self.candidates
+        )
 
 
 def image_layers(endpoint: Endpoint, refs: Iterable[str]) -> list[list[str]]:
@@ -104,8 +111,6 @@ def image_layers(endpoint: Endpoint, refs: Iterable[str]) -> list[list[str]]:
     for ref in refs:
         details = image_inspect(endpoint, ref)
         if details is None:
-            from shipit.errors import ImageNotFound
-
             raise ImageNotFound(f"{endpoint.name}: no such image: {ref}")
         out.append(list((details.get("RootFS") or {}).get("Layers") or []))
     return out
@@ -137,15 +142,25 @@ def classic_skips(source: list[list[str]], have: list[list[str]]) -> frozenset[s
     return frozenset(used - needed)
 
 
-def plan(endpoint: Endpoint, info: EngineInfo, source: list[list[str]]) -> Delta:
-    """Ask the target what it holds; decide what the images in ``source`` need not send."""
+def plan(
+    endpoint: Endpoint, caps: Capabilities, source: list[list[str]], platform: Platform
+) -> Delta:
+    """Ask the target what it holds; decide what the images in ``source`` need not send.
+
+    ``caps.holdings`` says how the engine can tell: by layer chain (a classic store) or by
+    blob in its content store (probed, see above)."""
     have = _target_layers(endpoint)
-    if info.image_store == "classic":
+    if caps.holdings == "chains":
         return Delta(endpoint.name, skip_diff_ids=classic_skips(source, have))
     remove_repository(endpoint, PROBE_REPO)  # a run killed mid-probe may have left one
     wanted = {d for layers in source for d in layers}
     present = {d for layers in have for d in layers}
-    return Delta(endpoint.name, candidates=frozenset(wanted & present), endpoint=endpoint)
+    return Delta(
+        endpoint.name,
+        candidates=frozenset(wanted & present),
+        endpoint=endpoint,
+        platform=platform,
+    )
 
 
 # The probe ---------------------------------------------------------------------------
@@ -162,17 +177,16 @@ def _dummy_layer() -> bytes:
 
 
 DUMMY = _dummy_layer()
-_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 
 
-def probe_archive(record: BlobRecord, name: str) -> bytes:
-    """An archive whose loading proves or disproves that ``record``'s blob is stored."""
+def probe_archive(record: BlobRecord, name: str, platform: Platform) -> bytes:
+    """An archive whose loading proves or disproves that ``record``'s blob is stored (an
+    image of the target's own platform, so the engine unpacks it)."""
     assert record.diff_id is not None
     dummy = sha256_digest(DUMMY)
     image = make_image(
         name,
-        _ARCH,
-        "linux",
+        platform,
         [
             (dummy, Descriptor(OCI_LAYER, dummy, len(DUMMY))),
             (record.diff_id, Descriptor(PROBE_MEDIA_TYPE, record.digest, record.size)),
@@ -182,11 +196,11 @@ def probe_archive(record: BlobRecord, name: str) -> bytes:
     return b"".join([tar.start(), tar.blob_bytes(dummy, DUMMY), *image.tar_entries(tar)])
 
 
-def probe_blob(endpoint: Endpoint, record: BlobRecord) -> bool:
+def probe_blob(endpoint: Endpoint, record: BlobRecord, platform: Platform) -> bool:
     """True only when the target's content store certainly holds ``record``'s blob."""
     name = f"{PROBE_REPO}:{secrets.token_hex(8)}"
     try:
-        load_stream(endpoint, [probe_archive(record, name)])
+        load_stream(endpoint, [probe_archive(record, name, platform)])
         answer = ""  # no error at all: an engine this probe does not understand
     except EngineError as exc:
         answer = str(exc)
