@@ -37,9 +37,13 @@ def tar_bytes(files: dict[str, bytes | None], mtime: int = 0) -> bytes:
 
 @dataclass
 class TestImage:
+    __test__ = False  # an image, not a test class
+
     tags: list[str]
     layers: list[bytes]  # uncompressed tars
     cmd: list[str] = field(default_factory=lambda: ["/bin/true"])
+    architecture: str = "amd64"
+    variant: str | None = None
 
     @property
     def diff_ids(self) -> list[str]:
@@ -47,14 +51,21 @@ class TestImage:
 
     @property
     def config(self) -> bytes:
-        value = {
-            "architecture": "amd64",
+        value: dict = {
+            "architecture": self.architecture,
             "os": "linux",
             "config": {"Cmd": self.cmd},
             "rootfs": {"type": "layers", "diff_ids": self.diff_ids},
             "history": [{"created_by": f"layer {i}"} for i in range(len(self.layers))],
         }
+        if self.variant:
+            value["variant"] = self.variant
         return json.dumps(value, indent=1).encode()
+
+    @property
+    def platform(self) -> dict:
+        out = {"architecture": self.architecture, "os": "linux"}
+        return {**out, "variant": self.variant} if self.variant else out
 
 
 def sample_images() -> list[TestImage]:
@@ -222,6 +233,145 @@ def oci_archive(
     if with_manifest_json:
         entries.append(("manifest.json", json.dumps(legacy).encode()))
     return _tar(entries)
+
+
+def multi_platform_archive(
+    tags: list[str],
+    platforms: list[TestImage],
+    *,
+    absent: list[dict] = (),  # type: ignore[assignment]
+    attest: bool = False,
+    attestation_blobs: bool = True,
+    layer_compression: str = "gzip",
+) -> bytes:
+    """One image saved the way the containerd store writes it: an index over one manifest
+    per platform of ``platforms`` (all present), plus ``absent`` platforms named but not
+    in the archive and, with ``attest``, a BuildKit attestation manifest (an in-toto JSON
+    layer) for each present one (its blobs left out without ``attestation_blobs``) and for
+    each absent one (whose blobs are absent too)."""
+    blobs: dict[str, bytes] = {}
+    children: list[dict] = []
+    attestations: list[dict] = []
+    for image in platforms:
+        config = image.config
+        blobs[sha(config)] = config
+        layers = []
+        for layer in image.layers:
+            data = _compress(layer, layer_compression)
+            blobs[sha(data)] = data
+            suffix = "" if layer_compression == "none" else "+" + layer_compression
+            mt = "application/vnd.oci.image.layer.v1.tar" + suffix
+            layers.append({"mediaType": mt, "digest": sha(data), "size": len(data)})
+        manifest = _manifest_bytes(config, layers)
+        blobs[sha(manifest)] = manifest
+        children.append(_entry(manifest, platform=image.platform))
+        if attest:
+            statement = json.dumps({"_type": "https://in-toto.io/Statement/v0.1"}).encode()
+            blobs[sha(statement)] = statement
+            att_config = json.dumps(
+                {
+                    "architecture": "unknown",
+                    "os": "unknown",
+                    "rootfs": {"type": "layers", "diff_ids": [sha(statement)]},
+                }
+            ).encode()
+            blobs[sha(att_config)] = att_config
+            att = _manifest_bytes(
+                att_config,
+                [
+                    {
+                        "mediaType": "application/vnd.in-toto+json",
+                        "digest": sha(statement),
+                        "size": len(statement),
+                    }
+                ],
+            )
+            if attestation_blobs:
+                blobs[sha(att)] = att
+            else:
+                for digest in (sha(statement), sha(att_config)):
+                    del blobs[digest]
+            attestations.append(_attestation_entry(att, sha(manifest)))
+    for n, plat in enumerate(absent):
+        missing = "sha256:" + f"{n + 1:02x}" * 32
+        children.append(
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": missing,
+                "size": 1000 + n,
+                "platform": plat,
+            }
+        )
+        if attest:
+            attestations.append(
+                {**_attestation_entry(b"x", missing), "digest": "sha256:" + f"{n + 9:02x}" * 32}
+            )
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": children + attestations,
+        }
+    ).encode()
+    blobs[sha(index)] = index
+    top = {
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": sha(index),
+        "size": len(index),
+    }
+    entries = []
+    for tag in tags:
+        name = tag if "/" in tag else f"docker.io/library/{tag}"
+        entries.append(
+            {
+                **top,
+                "annotations": {
+                    "io.containerd.image.name": name,
+                    "org.opencontainers.image.ref.name": tag.rsplit(":", 1)[1],
+                },
+            }
+        )
+    files: list[tuple[str, bytes | str]] = [
+        ("blobs/sha256/" + d[7:], data) for d, data in blobs.items()
+    ]
+    files.append(("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'))
+    files.append(("index.json", json.dumps({"schemaVersion": 2, "manifests": entries}).encode()))
+    return _tar(files)
+
+
+def _manifest_bytes(config: bytes, layers: list[dict]) -> bytes:
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha(config),
+                "size": len(config),
+            },
+            "layers": layers,
+        }
+    ).encode()
+
+
+def _entry(manifest: bytes, **extra: object) -> dict:
+    return {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": sha(manifest),
+        "size": len(manifest),
+        **extra,
+    }
+
+
+def _attestation_entry(manifest: bytes, about: str) -> dict:
+    return _entry(
+        manifest,
+        platform={"architecture": "unknown", "os": "unknown"},
+        annotations={
+            "vnd.docker.reference.type": "attestation-manifest",
+            "vnd.docker.reference.digest": about,
+        },
+    )
 
 
 # Validation -----------------------------------------------------------------------

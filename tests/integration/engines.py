@@ -22,6 +22,7 @@ OUTPUT = {
     "rosie:latest": "Hello, World!",
     "rosie:test": "Hello, World!",
     "layered:latest": "layered ok",
+    "multi:1": "Hello, World!",
 }
 
 
