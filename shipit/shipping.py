@@ -373,7 +373,8 @@ class _SaveAhead:
             self._closed = True
             if self._error is not None:
                 raise self._error
-            return self._chunks
+            chunks, self._chunks = self._chunks, None  # the taker owns it now
+            return chunks
 
     def close(self) -> None:
         """Drop the save if nobody took it (now, or when its answer comes)."""

@@ -195,16 +195,7 @@ class LayerPolicy:
             diff_id = self._pass_through(key, kind, raw, spool) if is_layer else None
             if not is_layer:
                 self._copy(raw, spool)
-            return BlobRecord(
-                key=key,
-                source_digest=raw.digest,
-                source_size=raw.count,
-                source_compression=kind,
-                digest=raw.digest,
-                size=raw.count,
-                compression=kind,
-                diff_id=diff_id,
-            )
+            return _record(key, kind, raw, raw, kind, diff_id)
         out = _Hashing(spool)
         # Uncompressed input is its own diff_id: hash it once, not twice.
         plain = raw if kind == "none" else _Hashing(compression.decompressor(kind, raw))  # type: ignore[arg-type]
@@ -213,16 +204,7 @@ class LayerPolicy:
             self._guard(plain.count, key)
             packer.write(chunk)
         packer.finish()
-        return BlobRecord(
-            key=key,
-            source_digest=raw.digest,
-            source_size=raw.count,
-            source_compression=kind,
-            digest=out.digest,
-            size=out.count,
-            compression=codec.name,
-            diff_id=plain.digest,
-        )
+        return _record(key, kind, raw, out, codec.name, plain.digest)
 
     def _copy(self, raw: _Hashing, spool: BinaryIO | None) -> None:
         while chunk := raw.read(CHUNK):
@@ -252,6 +234,22 @@ class LayerPolicy:
                 f"layer {short(key)} decompresses beyond {self.max_layer} bytes "
                 "(set SHIPIT_MAX_LAYER_SIZE to allow more)"
             )
+
+
+def _record(
+    key: str, kind: str, raw: _Hashing, out: _Hashing, compression: str, diff_id: str | None
+) -> BlobRecord:
+    """A blob as read (``raw``, compressed as ``kind``) and as written (``out``)."""
+    return BlobRecord(
+        key=key,
+        source_digest=raw.digest,
+        source_size=raw.count,
+        source_compression=kind,
+        digest=out.digest,
+        size=out.count,
+        compression=compression,
+        diff_id=diff_id,
+    )
 
 
 class _Tee(Reader):
