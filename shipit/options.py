@@ -32,6 +32,9 @@ class ShipOptions:
     """Send every layer, even those a target holds."""
     verify: bool = True
     """Check what landed against what was sent."""
+    trust_layers: bool = False
+    """Pass layers on without decompressing those that are not recompressed (their
+    diff_ids and inflation then go unchecked until the target reads them)."""
     platforms: tuple[Platform, ...] = ()
     """Platforms to ship; empty: the one each target runs (archives: all present)."""
     connect: Connect = field(default_factory=Connect)

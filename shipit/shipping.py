@@ -125,7 +125,7 @@ def ship_many(
         pending = feeds
         while pending:
             stream = _open_save(save.take, origin, names)
-            got = _transfer(stream, pending, progress, memo)
+            got = _transfer(stream, pending, progress, memo, trust_layers=options.trust_layers)
             retry = []
             for feed in pending:
                 attempts[feed.target.name] += 1
@@ -245,9 +245,15 @@ def _transfer(
     feeds: list[_Feed],
     progress: Progress | None,
     memo: Memo | None,
+    *,
+    trust_layers: bool = False,
 ) -> dict[str, _Outcome]:
     """One read of the source; one producer per distinct codec; one thread per target,
-    each returning its own outcome."""
+    each returning its own outcome.
+
+    Unless ``trust_layers``, a layer passed on without recompressing is decompressed and
+    hashed too, before it is sent: a corrupt or inflating layer fails here in seconds
+    instead of in the target, which would spend minutes on it before refusing it."""
     emit = progress.emit if progress else (lambda event: None)
     outcomes = {feed.target.name: _Outcome() for feed in feeds}
     groups: dict[str, list[_Feed]] = {}
@@ -270,6 +276,7 @@ def _transfer(
         codec = members[0].plan.codec
         policy = LayerPolicy(
             codec,
+            full=not trust_layers,
             readable=readable,
             skip=_skip_for(members),
             known=_known_for(members, memo, codec),
@@ -413,7 +420,9 @@ def load(
             link=None,
         )
         feed = _Feed(into, chosen, HoldsNothing())
-        outcome = _transfer(lambda: src, [feed], progress, None)[into.name]
+        outcome = _transfer(lambda: src, [feed], progress, None, trust_layers=options.trust_layers)[
+            into.name
+        ]
         _settle(feed, outcome, options.verify)
         if outcome.error is not None:
             raise outcome.error
@@ -462,7 +471,9 @@ def _write_archive(
     archive = ArchiveTarget(output)
     layout = layout_for(archive.capabilities, options.platforms)
     feed = _Feed(archive, Plan(codec, None, False, layout, None), HoldsNothing())
-    outcome = _transfer(open_stream, [feed], progress, None)[archive.name]
+    outcome = _transfer(open_stream, [feed], progress, None, trust_layers=options.trust_layers)[
+        archive.name
+    ]
     if outcome.error is not None:
         raise outcome.error
     report = _report(feed, outcome, 1)

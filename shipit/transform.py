@@ -63,6 +63,26 @@ def max_layer_size() -> int:
     return size
 
 
+#: Past this many decompressed bytes a layer may inflate at most MAX_RATIO times its
+#: compressed size (``SHIPIT_MAX_LAYER_RATIO``): real layers compress 2-10:1, a
+#: decompression bomb (zeros) 1000:1 and far beyond, and an engine handed one spends
+#: minutes inflating it before it can refuse it.
+RATIO_FLOOR = 1 << 30
+DEFAULT_MAX_RATIO = 1000
+
+
+def max_layer_ratio() -> int:
+    """``SHIPIT_MAX_LAYER_RATIO``, read when a policy is made, or the default."""
+    value = os.environ.get("SHIPIT_MAX_LAYER_RATIO", "").strip()
+    if not value:
+        return DEFAULT_MAX_RATIO
+    if not value.isdigit() or int(value) <= 0:
+        raise UsageError(
+            f"SHIPIT_MAX_LAYER_RATIO must be a positive whole number, not {value!r:.40}"
+        )
+    return int(value)
+
+
 def spool_dir() -> str:
     return os.environ.get("SHIPIT_TMPDIR") or tempfile.gettempdir()
 
@@ -113,6 +133,7 @@ class LayerPolicy:
     spool: bool = True
     full: bool = False
     max_layer: int = field(default_factory=max_layer_size)
+    max_ratio: int = field(default_factory=max_layer_ratio)
     #: Blobs (by the digest that names them) no sink needs: checked, not kept or recompressed.
     skip: Callable[[str], bool] = lambda digest: False
     #: Blobs whose compressed form (from the memo) every sink already holds: checked, not
@@ -201,7 +222,7 @@ class LayerPolicy:
         plain = raw if kind == "none" else _Hashing(compression.decompressor(kind, raw))  # type: ignore[arg-type]
         packer = compression.compressor(codec, out)
         while chunk := plain.read(CHUNK):
-            self._guard(plain.count, key)
+            self._guard(plain.count, raw.count, key)
             packer.write(chunk)
         packer.finish()
         return _record(key, kind, raw, out, codec.name, plain.digest)
@@ -217,18 +238,25 @@ class LayerPolicy:
         if kind == "none":
             self._copy(raw, spool)
             return raw.digest  # an uncompressed layer is its own diff_id
-        if not self.full:
+        if not self.full or (self.spool and spool is None):
+            # Not checked (trusted), or not sent at all: hashing the bytes is enough.
             self._copy(raw, spool)
             return None
         tee = _Tee(raw, spool)
         plain = _Hashing(compression.decompressor(kind, tee))  # type: ignore[arg-type]
         while plain.read(CHUNK):
-            self._guard(plain.count, key)
+            self._guard(plain.count, raw.count, key)
         while tee.read(CHUNK):  # trailing bytes after the compressed stream
             pass
         return plain.digest
 
-    def _guard(self, count: int, key: str) -> None:
+    def _guard(self, count: int, compressed: int, key: str) -> None:
+        if count > RATIO_FLOOR and count > self.max_ratio * max(compressed, 1):
+            raise TooLarge(
+                f"layer {short(key)} inflates more than {self.max_ratio}:1 "
+                f"({count >> 20} MiB from {max(compressed >> 10, 1)} KiB read): a decompression "
+                "bomb? (set SHIPIT_MAX_LAYER_RATIO to allow more)"
+            )
         if count > self.max_layer:
             raise TooLarge(
                 f"layer {short(key)} decompresses beyond {self.max_layer} bytes "

@@ -17,6 +17,7 @@ from shipit.cli.render import (
     PlatformOption,
     QuietOption,
     SshConfigOption,
+    TrustLayersOption,
     codec_option,
     human,
     print_report,
@@ -145,6 +146,7 @@ def load(
     compression: CompressionOption = None,
     level: LevelOption = None,
     platform: PlatformOption = None,
+    trust_layers: TrustLayersOption = False,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
     ssh_config: SshConfigOption = None,
@@ -163,6 +165,7 @@ def load(
                 accept_new_host_key=accept_new_host_key,
                 platforms=platform,
                 codec=codec,
+                trust_layers=trust_layers,
             ),
             progress=progress,
         )

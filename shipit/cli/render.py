@@ -56,6 +56,14 @@ LevelOption = Annotated[
         "--level", "-l", help="Compression level (zstd 1-22, default 3; gzip 1-9, default 1)."
     ),
 ]
+TrustLayersOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-layers",
+        help="Do not decompress layers passed on as they are (their diff_ids and inflation "
+        "go unchecked until the target reads them).",
+    ),
+]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON summary for scripts.")]
 

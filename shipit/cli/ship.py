@@ -17,6 +17,7 @@ from shipit.cli.render import (
     PlatformOption,
     QuietOption,
     SshConfigOption,
+    TrustLayersOption,
     codec_option,
     human,
     print_report,
@@ -72,6 +73,7 @@ def ship(
         ),
     ] = None,
     platform: PlatformOption = None,
+    trust_layers: TrustLayersOption = False,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
     no_verify: Annotated[
@@ -103,6 +105,7 @@ def ship(
             full=full,
             staged=staged,
             wire=wire_codec,
+            trust_layers=trust_layers,
         )
         outcomes = api.ship_many(images, to, source=source, options=options, progress=progress)
     failures = [o.error for o in outcomes if o.error is not None]
