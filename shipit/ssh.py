@@ -483,27 +483,42 @@ class SSHSession:
         self._dials.append(dial)
         return dial
 
-    def measure_link(self, nbytes: int = 2 << 20) -> float:
+    def measure_link(self, budget: int = 2 << 20, seconds: float = 0.1) -> float:
         """Bytes per second this connection carries to the host, measured end to end.
 
-        Sends ``nbytes`` of SSH_MSG_IGNORE packets (the server discards them unread) and
-        times a global request behind them: sshd answers it only after reading everything
-        before it, so the time minus one round trip is the time the bytes took. Costs
-        ``nbytes`` of the link (0.17 s at 100 Mbit/s) and needs nothing on the remote.
+        Sends SSH_MSG_IGNORE packets (the server discards them unread) and times a global
+        request behind them: sshd answers it only after reading everything before it, so
+        the time minus one round trip is the time the bytes took. A first 32 KiB tells
+        a slow link already (it took over 20 ms: at 1 Mbit/s that is 0.26 s and all it
+        costs); on a faster one a second batch sized to take about ``seconds`` gives the
+        figure, never more than ``budget`` bytes in all. Needs nothing on the remote.
         """
         transport = self.transport
-        started = time.monotonic()
-        transport.global_request(LINK_PROBE_REQUEST, wait=True)
-        rtt = time.monotonic() - started
+        rtt = min(self._round_trip(transport) for _ in range(2))
         piece = 32 << 10  # below the 35000-byte packet every SSH server must accept
+        sent, batch, rate = 0, piece, 0.0
+        while sent < budget:
+            pieces = max(1, min(batch, budget - sent) // piece)
+            started = time.monotonic()
+            for _ in range(pieces):
+                transport.send_ignore(piece)
+            transport.global_request(LINK_PROBE_REQUEST, wait=True)
+            if not transport.is_active():
+                raise ConnectionFailed(f"ssh connection to {self.host.alias} closed")
+            took = max(time.monotonic() - started - rtt, 1e-4)
+            sent += pieces * piece
+            rate = pieces * piece / took
+            if took >= 0.02:
+                break  # long enough to trust (a slow link: the first 32 KiB tell)
+            # Too quick to time well: the next batch should take about ``seconds``.
+            batch = max(2 * pieces * piece, int(rate * seconds))
+        return rate
+
+    @staticmethod
+    def _round_trip(transport: paramiko.Transport) -> float:
         started = time.monotonic()
-        for _ in range(max(1, nbytes // piece)):
-            transport.send_ignore(piece)
         transport.global_request(LINK_PROBE_REQUEST, wait=True)
-        if not transport.is_active():
-            raise ConnectionFailed(f"ssh connection to {self.host.alias} closed")
-        took = max(time.monotonic() - started - rtt, 1e-4)
-        return max(1, nbytes // piece) * piece / took
+        return time.monotonic() - started
 
     def remote_errors(self) -> str:
         """What dead dial-stdio channels said on stderr, for error messages."""

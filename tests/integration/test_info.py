@@ -30,7 +30,9 @@ def target_of(rig, engine: str, via: str) -> str:
 
 @pytest.mark.parametrize(("engine", "via"), ENGINE_VIA)
 def test_cli_info_json(rig, ssh_config, run_shipit, engine, via):
-    done = run_shipit("info", "--json", "--ssh-config", ssh_config, target_of(rig, engine, via))
+    done = run_shipit(
+        "info", "--json", "--measure-link", "--ssh-config", ssh_config, target_of(rig, engine, via)
+    )
     assert done.returncode == 0, done.stderr
     got = json.loads(done.stdout)
     store, zstd, manifest_json, _ = EXPECTED[engine]
@@ -63,7 +65,7 @@ def test_library_probe(rig, ssh_config, engine, via):
 
 
 def test_cli_info_text(rig, ssh_config, run_shipit):
-    done = run_shipit("info", "--ssh-config", ssh_config, "rig-d20")
+    done = run_shipit("info", "--measure-link", "--ssh-config", ssh_config, "rig-d20")
     assert done.returncode == 0, done.stderr
     lines = dict(
         line.split(None, 1)
@@ -197,3 +199,9 @@ def test_docker_contexts_and_docker_host(rig, ssh_config, tmp_path, monkeypatch,
     assert store_of() == (rig["engines"]["d26"]["socket"], "classic")
     monkeypatch.setenv("DOCKER_CONTEXT", "staging")
     assert store_of() == ("staging", "containerd")
+
+
+def test_info_measures_the_link_only_when_asked(rig, ssh_config, run_shipit):
+    done = run_shipit("info", "--json", "--ssh-config", ssh_config, "rig-d26")
+    assert done.returncode == 0, done.stderr
+    assert "link_mb_s" not in json.loads(done.stdout)
