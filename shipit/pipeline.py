@@ -82,6 +82,7 @@ class Result:
     bytes_in: int = 0
     bytes_out: int = 0
     bytes_before_wire: int | None = None  # an upload compressed whole: its plain size
+    last_byte_at: float | None = None  # time.monotonic() when the archive's end was handed on
     seconds: float = 0.0
     stages: int = 0  # loads before the image's own (staged loads)
     output: Output | None = None
@@ -314,6 +315,7 @@ def subscriber_stream(
             before_documents()
         for chunk in document_chunks(tar, result.output):
             yield out(chunk)
+        result.last_byte_at = time.monotonic()
     finally:
         for message in waiting:
             release(message)

@@ -36,6 +36,7 @@ class Report:
     link: float | None = None  # bytes/s measured to the target (inf: on this machine)
     platforms: list[str] = field(default_factory=list)  # what was shipped, when chosen
     notes: list[str] = field(default_factory=list)  # what a user should know, one line each
+    phases: dict[str, float] = field(default_factory=dict)  # where the seconds went
 
     @property
     def ratio(self) -> float:
@@ -79,6 +80,8 @@ class Report:
             out["platforms"] = self.platforms
         if self.notes:
             out["notes"] = self.notes
+        if self.phases:
+            out["phases"] = self.phases
         return out
 
 

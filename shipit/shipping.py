@@ -10,6 +10,7 @@ own outcome. Nothing here knows what kind of target it feeds: it asks ``Capabili
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -60,6 +61,9 @@ class _Outcome:
     result: Result = field(default_factory=Result)
     loaded: list[str] = field(default_factory=list)
     error: ShipitError | None = None
+    first_byte_at: float | None = None  # the source's first byte (time.monotonic())
+    loaded_at: float | None = None  # the target answered the last load
+    verified_at: float | None = None
 
 
 # Engine to engine(s) -------------------------------------------------------------------
@@ -96,6 +100,7 @@ def ship_many(
     A target that fails does not stop the others; its error is in its result."""
     from shipit.daemon.target import DockerSource
 
+    started = time.monotonic()
     names = checked_names(images)
     if not targets:
         raise UsageError("name at least one --to target")
@@ -121,6 +126,7 @@ def ship_many(
                 feed.holdings.warm(memo, feed.plan.codec)
         if progress is not None:
             progress.total = origin.save_size(names)
+        connected = time.monotonic()
         attempts = {feed.target.name: 0 for feed in feeds}
         pending = feeds
         while pending:
@@ -135,6 +141,8 @@ def ship_many(
                 report_to.error, report_to.report = outcome.error, None
                 if outcome.error is None:
                     report_to.report = _report(feed, outcome, attempts[feed.target.name])
+                    report_to.report.phases = _phases(started, connected, outcome)
+                    report_to.report.seconds = time.monotonic() - started
                 elif _worth_retrying(outcome, attempts[feed.target.name]):
                     # It lost a layer between the check and the load: once more, whole.
                     plain = replace(feed.plan, staged=False)
@@ -220,6 +228,23 @@ def _settle(feed: _Feed, outcome: _Outcome, verify: bool) -> None:
             feed.target.verify(outcome.result)
     except ShipitError as exc:
         outcome.error = exc
+    outcome.verified_at = time.monotonic()
+
+
+def _phases(started: float, connected: float, outcome: _Outcome) -> dict[str, float]:
+    """Where one target's time went, in seconds (the save is asked for while connecting,
+    so the source's preparation and the connection overlap)."""
+    first = outcome.first_byte_at or connected
+    last = outcome.result.last_byte_at or outcome.loaded_at or first
+    loaded = outcome.loaded_at or last
+    verified = outcome.verified_at or loaded
+    return {
+        "connect": round(connected - started, 3),
+        "source_preparing": round(first - started, 3),
+        "transfer": round(max(0.0, last - first), 3),
+        "target_after_last_byte": round(max(0.0, loaded - last), 3),
+        "verification": round(max(0.0, verified - loaded), 3),
+    }
 
 
 def _report(feed: _Feed, outcome: _Outcome, attempts: int) -> Report:
@@ -259,8 +284,17 @@ def _transfer(
     groups: dict[str, list[_Feed]] = {}
     for feed in feeds:
         groups.setdefault(str(feed.plan.codec), []).append(feed)
+    first_byte: list[float] = []
+
+    def read(n: int) -> None:
+        if not first_byte:
+            first_byte.append(time.monotonic())
+            for outcome in outcomes.values():
+                outcome.first_byte_at = first_byte[0]
+        emit(Event("read", n))
+
     try:
-        counting = CountingReader(open_stream(), lambda n: emit(Event("read", n)))
+        counting = CountingReader(open_stream(), read)
     except ShipitError as exc:
         for outcome in outcomes.values():
             outcome.error = exc
@@ -315,6 +349,7 @@ def _feed(
         outcome.loaded = feed.target.receive(
             subscriber, outcome.result, feed.plan, feed.holdings, progress
         )
+        outcome.loaded_at = time.monotonic()
     except ShipitError as exc:
         outcome.error = exc
     except Exception as exc:  # a bug must not take the other targets down
