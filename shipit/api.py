@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
+from shipit.addresses import open_target
 from shipit.archive.model import Image
 from shipit.errors import BadInput, ShipitError
 from shipit.inputs import input_size, open_input
@@ -26,7 +27,7 @@ from shipit.policy import choose_codec, choose_wire
 from shipit.progress import Progress
 from shipit.report import Report, TargetResult, link_mb_s
 from shipit.shipping import convert, load, save, ship, ship_many
-from shipit.target import Capabilities, Target, TargetFacts, open_target
+from shipit.target import Capabilities, Target, TargetFacts
 from shipit.transform import LayerPolicy, WrittenManifest
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Protocol
 
+from shipit.addresses import open_target
 from shipit.archive.reader import CountingReader
 from shipit.archive.target import ArchiveTarget
 from shipit.compression import Codec, Readable
@@ -30,7 +31,7 @@ from shipit.platforms import Platform
 from shipit.policy import layout_for, plan
 from shipit.progress import Event, Progress
 from shipit.report import Report, TargetResult, report_of
-from shipit.target import Holdings, HoldsNothing, Plan, Target, open_target
+from shipit.target import Holdings, HoldsNothing, Plan, Target
 from shipit.transform import LayerPolicy
 
 

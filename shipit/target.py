@@ -1,5 +1,4 @@
-"""Where images go: the one interface every destination implements, and how an address
-names one.
+"""Where images go: the one interface every destination implements.
 
 A target says what it can take in ``Capabilities`` (layer and upload compressions, the
 layout and platform it needs, whether it keeps blobs as sent, whether it can stage
@@ -7,7 +6,7 @@ loads, how it tells what it holds and how a landing is checked). Shaping policy
 (shipit.policy) and the ship (shipit.shipping) ask those, never a class or a store name.
 
 A new kind of destination is one module implementing ``Target`` plus one rule in
-``open_target``: the Docker engine is shipit.daemon.target, an archive file is
+shipit.addresses: the Docker engine is shipit.daemon.target, an archive file is
 shipit.archive.target.
 """
 
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
     from shipit.archive.reader import BlobRecord
     from shipit.compression import Codec
     from shipit.memo import Memo
-    from shipit.options import Connect
     from shipit.pipeline import Result, Subscriber
     from shipit.progress import Progress
     from shipit.transform import Layout
@@ -176,26 +174,3 @@ class Target(Protocol):
     def __enter__(self) -> Target: ...
 
     def __exit__(self, *exc: object) -> None: ...
-
-
-def open_target(address: str | None, connect: Connect) -> Target:
-    """The target an address names. Rules, first match wins:
-
-    - ``file:PATH`` or a path ending in ``.tar`` (also ``.tar.gz``, ``.tar.zst``): an
-      archive file;
-    - anything else: a Docker engine (a URL, a context, an SSH alias; see
-      shipit.daemon.address).
-    """
-    if address is not None and _is_archive_path(address):
-        from shipit.archive.target import ArchiveTarget
-
-        return ArchiveTarget(address.removeprefix("file:"))
-    from shipit.daemon.target import DockerTarget
-
-    return DockerTarget.open(address, connect)
-
-
-def _is_archive_path(address: str) -> bool:
-    if address.startswith("file:"):
-        return True
-    return "://" not in address and address.endswith((".tar", ".tar.gz", ".tar.zst", ".tgz"))
