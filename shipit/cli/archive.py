@@ -22,7 +22,7 @@ from shipit.cli.render import (
     print_report,
     progress_bar,
 )
-from shipit.cli.targets import TARGET_HELP
+from shipit.cli.targets import SOURCE_HELP, TARGET_HELP
 
 OutputOption = Annotated[
     str, typer.Option("--output", "-o", metavar="FILE", help="Archive to write ('-' for stdout).")
@@ -35,7 +35,7 @@ def save(
     output: OutputOption,
     source: Annotated[
         str | None,
-        typer.Option("--from", metavar="SOURCE", help="Engine to save from. " + TARGET_HELP),
+        typer.Option("--from", metavar="SOURCE", help=SOURCE_HELP),
     ] = None,
     compression: CompressionOption = None,
     level: LevelOption = None,
@@ -58,7 +58,7 @@ def save(
             connect=connect_options(ssh_config, accept_new_host_key),
             progress=progress,
         )
-    print_report(report, as_json, "saved")
+    print_report(report, as_json, "saved", quiet)
 
 
 @app.command()
@@ -76,7 +76,7 @@ def convert(
     assert codec is not None
     with progress_bar("converting", api.input_size(source), quiet or output == "-") as progress:
         report = api.convert(source, output, codec, progress=progress)
-    print_report(report, as_json, "converted")
+    print_report(report, as_json, "converted", quiet)
 
 
 @app.command()
@@ -118,6 +118,8 @@ def verify(
         inspection = api.verify(path, progress=progress)
     tree = inspection.to_dict()
     names = ", ".join(n for image in tree["images"] for n in image["names"])
+    if quiet:
+        return
     typer.echo(f"ok: {names}: {tree['blobs']} blobs, every digest, size and diff_id holds")
 
 
@@ -126,7 +128,7 @@ def load(
     path: Annotated[str, typer.Argument(metavar="FILE", help="Archive to load ('-' for stdin).")],
     to: Annotated[
         str | None,
-        typer.Option("--to", metavar="TARGET", help="Engine to load into. " + TARGET_HELP),
+        typer.Option("--to", metavar="TARGET", help=TARGET_HELP),
     ] = None,
     compression: CompressionOption = None,
     level: LevelOption = None,
@@ -147,4 +149,4 @@ def load(
             connect=connect_options(ssh_config, accept_new_host_key),
             progress=progress,
         )
-    print_report(report, as_json, "loaded")
+    print_report(report, as_json, "loaded", quiet)

@@ -30,15 +30,14 @@ SshConfigOption = Annotated[
     typer.Option(
         "--ssh-config",
         metavar="PATH",
-        help="OpenSSH config to read [default: $SHIPIT_SSH_CONFIG, else ~/.ssh/config].",
+        help="OpenSSH config [default: $SHIPIT_SSH_CONFIG, else ~/.ssh/config].",
     ),
 ]
 AcceptNewHostKeyOption = Annotated[
     bool,
     typer.Option(
         "--accept-new-host-key",
-        help="Trust an SSH host key seen for the first time and record it in known_hosts. "
-        "A changed key is refused regardless.",
+        help="Trust and record an unknown SSH host key (a changed one is always refused).",
     ),
 ]
 CompressionOption = Annotated[
@@ -47,7 +46,7 @@ CompressionOption = Annotated[
         "--compression",
         "-c",
         metavar="zstd|gzip|none",
-        help="Layer compression to write.",
+        help="Layer compression [default: what the target reads and the link suits].",
     ),
 ]
 LevelOption = Annotated[
@@ -56,7 +55,9 @@ LevelOption = Annotated[
         "--level", "-l", help="Compression level (zstd 1-22, default 3; gzip 1-9, default 1)."
     ),
 ]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print nothing on success (but --json).")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON summary for scripts.")]
 
 
@@ -123,9 +124,12 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def print_report(report: Report, as_json: bool, verb: str) -> None:
+def print_report(report: Report, as_json: bool, verb: str, quiet: bool = False) -> None:
+    """The JSON summary (``--json``, even with ``-q``), else one line unless ``quiet``."""
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    if quiet:
         return
     data: dict[str, Any] = report.to_dict()
     where = f" into {report.target.name}" if report.target else ""
