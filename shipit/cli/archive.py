@@ -9,6 +9,7 @@ import typer
 
 from shipit import api
 from shipit.cli import app
+from shipit.cli.complete import complete_engine
 from shipit.cli.render import (
     AcceptNewHostKeyOption,
     CompressionOption,
@@ -35,7 +36,7 @@ def save(
     output: OutputOption,
     source: Annotated[
         str | None,
-        typer.Option("--from", metavar="SOURCE", help=SOURCE_HELP),
+        typer.Option("--from", metavar="SOURCE", help=SOURCE_HELP, autocompletion=complete_engine),
     ] = None,
     compression: CompressionOption = None,
     level: LevelOption = None,
@@ -128,7 +129,7 @@ def load(
     path: Annotated[str, typer.Argument(metavar="FILE", help="Archive to load ('-' for stdin).")],
     to: Annotated[
         str | None,
-        typer.Option("--to", metavar="TARGET", help=TARGET_HELP),
+        typer.Option("--to", metavar="TARGET", help=TARGET_HELP, autocompletion=complete_engine),
     ] = None,
     compression: CompressionOption = None,
     level: LevelOption = None,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from shipit.cli import app
+from shipit.cli.complete import complete_engine
 from shipit.cli.render import AcceptNewHostKeyOption, SshConfigOption
 from shipit.cli.targets import TARGET_FORMS
 
@@ -20,7 +21,7 @@ TARGET_HELP = (
 def info(
     target: Annotated[
         str | None,
-        typer.Argument(metavar="TARGET", help=TARGET_HELP),
+        typer.Argument(metavar="TARGET", help=TARGET_HELP, autocompletion=complete_engine),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     ssh_config: SshConfigOption = None,

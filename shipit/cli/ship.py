@@ -9,6 +9,7 @@ import typer
 
 from shipit import api
 from shipit.cli import app
+from shipit.cli.complete import complete_engine
 from shipit.cli.render import (
     AcceptNewHostKeyOption,
     CompressionOption,
@@ -36,11 +37,12 @@ def ship(
             "--to",
             metavar="TARGET",
             help="Engine to load into; repeat for several (the source is read once).",
+            autocompletion=complete_engine,
         ),
     ],
     source: Annotated[
         str | None,
-        typer.Option("--from", metavar="SOURCE", help=SOURCE_HELP),
+        typer.Option("--from", metavar="SOURCE", help=SOURCE_HELP, autocompletion=complete_engine),
     ] = None,
     compression: CompressionOption = None,
     level: LevelOption = None,
