@@ -76,10 +76,10 @@ def _on_signal(signum: int, frame: object) -> None:
 
 def _register_commands() -> None:
     # Imported for their side effect: each module adds its command(s) to `app`.
-    from shipit.cli import archive, info, ship  # noqa: F401
+    from shipit.cli import archive, info, plugin, ship  # noqa: F401
 
 
-COMMANDS = {"info", "ship", "save", "load", "convert", "inspect", "verify"}
+COMMANDS = {"info", "ship", "save", "load", "convert", "inspect", "verify", "install-plugin"}
 ROOT_OPTIONS = {"--help", "-h", "--version", "--install-completion", "--show-completion"}
 
 

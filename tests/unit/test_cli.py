@@ -84,6 +84,24 @@ def test_ship_help_names_the_forms_and_the_docs(capsys, monkeypatch):
     assert "--to TARGET" in text
 
 
+def test_root_help_lists_every_command_on_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    lines = _help(capsys)
+    listed = lines[lines.index("Commands:") + 1 :]
+    names = [line.split()[0] for line in listed if line.strip()]
+    assert set(names) == {
+        "save",
+        "convert",
+        "inspect",
+        "verify",
+        "load",
+        "info",
+        "ship",
+        "install-plugin",
+    }
+    assert "--install-completion" in " ".join(lines)
+
+
 def test_quiet_prints_nothing_on_success(tmp_path, capsys):
     from imagefactory import oci_archive, sample_images
 
