@@ -98,9 +98,10 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: list[str], prog_name: str = "shipit") -> None:
     """Run the command line ``args`` (``prog_name`` names the program in usage lines)."""
     from shipit.cli.complete import implicit_ship
+    from shipit.cli.compose import bare_compose
 
     _register_commands()
-    args = _default_to_ship(args)
+    args = _default_to_ship(bare_compose(args))
     if os.environ.get("_SHIPIT_COMPLETE"):  # a shell asks for completions
         implicit_ship(os.environ, COMMANDS, ROOT_OPTIONS)
     signal.signal(signal.SIGTERM, _on_signal)

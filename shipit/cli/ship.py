@@ -10,6 +10,7 @@ import typer
 from shipit import api
 from shipit.cli import app
 from shipit.cli.complete import complete_engine
+from shipit.cli.compose import ComposeOption, ProjectNameOption, images_to_ship, naming_services
 from shipit.cli.render import (
     AcceptNewHostKeyOption,
     CompressionOption,
@@ -30,7 +31,6 @@ from shipit.errors import ShipitError
 
 @app.command()
 def ship(
-    images: Annotated[list[str], typer.Argument(metavar="IMAGE", help="Images to ship.")],
     to: Annotated[
         list[str],
         typer.Option(
@@ -40,6 +40,14 @@ def ship(
             autocompletion=complete_engine,
         ),
     ],
+    images: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="IMAGE",
+            help="Images to ship (with --compose: services, default all).",
+            show_default=False,
+        ),
+    ] = None,
     source: Annotated[
         str | None,
         typer.Option("--from", metavar="SOURCE", help=SOURCE_HELP, autocompletion=complete_engine),
@@ -73,6 +81,8 @@ def ship(
         bool,
         typer.Option("--no-verify", help="Skip checking the landed images' config and diff_ids."),
     ] = False,
+    compose: ComposeOption = None,
+    project_name: ProjectNameOption = None,
     ssh_config: SshConfigOption = None,
     accept_new_host_key: AcceptNewHostKeyOption = False,
 ) -> None:
@@ -84,7 +94,8 @@ def ship(
     chosen: docs/shipping.md."""
     codec = codec_option(compression, level, None)
     wire_codec = Codec.parse(wire) if wire else None
-    with progress_bar("shipping", None, quiet) as progress:
+    images, project = images_to_ship(images, compose, project_name)
+    with progress_bar("shipping", None, quiet) as progress, naming_services(project):
         outcomes = api.ship_many(
             images,
             to,

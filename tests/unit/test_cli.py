@@ -81,7 +81,7 @@ def test_ship_help_names_the_forms_and_the_docs(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     text = " ".join(" ".join(_help(capsys, "ship")).split())
     assert "ssh://[USER@]HOST[:PORT]" in text and "docs/shipping.md" in text
-    assert "--to TARGET" in text
+    assert "--compose FILE" in text and "--to TARGET" in text
 
 
 def test_root_help_lists_every_command_on_one_line(capsys, monkeypatch):

@@ -237,3 +237,37 @@ def test_missing_file(tmp_path):
         load_project([str(tmp_path / "nope.yaml")], env={})
     with pytest.raises(UsageError, match="no compose file in"):
         load_project([""], env={}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--compose", "--to", "w"], ["--compose=", "--to", "w"]),
+        (["--to", "w", "--compose"], ["--to", "w", "--compose="]),
+        (["--compose", "c.yaml", "--to", "w"], ["--compose", "c.yaml", "--to", "w"]),
+        (["--", "--compose"], ["--", "--compose"]),
+    ],
+)
+def test_a_bare_compose_means_the_files_compose_would_pick(args, expected):
+    from shipit.cli.compose import bare_compose
+
+    assert bare_compose(args) == expected
+
+
+def test_a_missing_image_is_reported_with_its_service(tmp_path):
+    from shipit.cli.compose import naming_services
+    from shipit.errors import ImageNotFound
+
+    file = _write(tmp_path / "shop" / "compose.yaml", COMPOSE)
+    project = load_project([str(file)], env={})
+    with pytest.raises(ImageNotFound) as caught, naming_services(project):
+        raise ImageNotFound("src: no such image: shop-worker:latest")
+    assert str(caught.value) == (
+        "compose service worker (image shop-worker:latest): src: no such image: shop-worker:latest"
+    )
+    assert caught.value.exit_code == 5
+    with (
+        pytest.raises(ImageNotFound, match="^compose project shop: src: gone$"),
+        naming_services(project),
+    ):
+        raise ImageNotFound("src: gone")
