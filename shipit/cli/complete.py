@@ -12,8 +12,6 @@ from typing import Any
 
 import typer
 
-from shipit.daemon.target import docker_config_dir
-
 _PATTERN_CHARS = "*?!"
 
 
@@ -66,8 +64,11 @@ def ssh_hosts(
 
 def docker_contexts(env: Mapping[str, str] | None = None) -> list[str]:
     """Names of the Docker contexts in $DOCKER_CONFIG (else ~/.docker), "default" first."""
+    # shipit.daemon.target.docker_config_dir's rule, without loading the Docker SDK.
+    env = os.environ if env is None else env
+    config = Path(os.path.expanduser(env.get("DOCKER_CONFIG") or "~/.docker"))
     names = ["default"]
-    for meta in sorted((docker_config_dir(env) / "contexts" / "meta").glob("*/meta.json")):
+    for meta in sorted((config / "contexts" / "meta").glob("*/meta.json")):
         try:
             name = json.loads(meta.read_text()).get("Name")
         except (OSError, ValueError, AttributeError):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from shipit.compose import Project, load_project
 from shipit.errors import ImageNotFound
+
+if TYPE_CHECKING:  # PyYAML loads only when a compose file is read
+    from shipit.compose import Project
 
 ComposeOption = Annotated[
     list[str] | None,
@@ -54,6 +56,8 @@ def images_to_ship(
     IMAGE arguments then naming services."""
     if compose is None and project_name is None:
         return list(images or []), None
+    from shipit.compose import load_project
+
     project = load_project(compose or [], project_name=project_name, services=images or [])
     return project.images(), project
 
