@@ -17,7 +17,8 @@ The rules follow compose-go, the loader behind ``docker compose``:
   lowercase letters, digits, ``-`` and ``_``, starting with a letter or digit), else the
   files' ``name:``, else the first file's directory name, both normalised as compose does;
 - a service's image: ``image:`` when set, else (a ``build:`` service) ``<project>-<service>``;
-  a name without tag or digest means ``:latest``;
+  a name without tag or digest means ``:latest``; ``extends`` (in the same file or
+  ``file:``) merges the base service under the extending one first;
 - services in profiles are left out unless ``$COMPOSE_PROFILES`` names one of them
   (or the service is asked for by name).
 
@@ -404,6 +405,52 @@ def _text(value: Any, what: str, path: Path, environment: Mapping[str, str]) -> 
         raise exc.context(f"compose file {path}: {what}") from None
 
 
+def _services(data: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
+    section = data.get("services") or {}
+    if not isinstance(section, dict):
+        raise UsageError(f"compose file {path}: services must be a mapping")
+    for name, service in section.items():
+        if not isinstance(service, dict | None):
+            raise UsageError(f"compose file {path}: service {name!r} must be a mapping")
+    return {str(name): service or {} for name, service in section.items()}
+
+
+def _extended(
+    services: dict[str, dict[str, Any]],
+    name: str,
+    path: Path,
+    environment: Mapping[str, str],
+    seen: tuple[tuple[Path, str], ...],
+) -> dict[str, Any]:
+    """A service with what it ``extends`` (in its own file or ``file:``) merged under it."""
+    service = services[name]
+    extends = service.get("extends")
+    if extends is None:
+        return service
+    if isinstance(extends, str):
+        base_name, base_file = extends, None
+    elif isinstance(extends, dict) and isinstance(extends.get("service"), str):
+        base_name, base_file = extends["service"], extends.get("file")
+    else:
+        raise UsageError(f"compose file {path}: service {name}: extends names no service")
+    base_path, base_services = path, services
+    if base_file is not None:
+        where = _text(base_file, f"service {name}: extends file", path, environment)
+        base_path = path.parent / os.path.expanduser(where)
+        base_services = _services(_read_yaml(base_path), base_path)
+    if base_name not in base_services:
+        raise UsageError(f"compose file {base_path}: no service {base_name} for {name} to extend")
+    if (base_path, base_name) in seen:
+        raise UsageError(f"compose file {path}: service {name}: extends goes round in a circle")
+    base = _extended(
+        base_services, base_name, base_path, environment, (*seen, (base_path, base_name))
+    )
+    return {
+        **{k: v for k, v in base.items() if k != "extends"},
+        **{k: v for k, v in service.items() if k != "extends"},
+    }
+
+
 def load_project(
     files: Sequence[str] = (),
     *,
@@ -429,14 +476,11 @@ def load_project(
         data = _read_yaml(path)
         if data.get("name") not in (None, ""):
             named_in_files = _text(data["name"], "name", path, environment)
-        section = data.get("services") or {}
-        if not isinstance(section, dict):
-            raise UsageError(f"compose file {path}: services must be a mapping")
-        for name, service in section.items():
-            if not isinstance(service, dict | None):
-                raise UsageError(f"compose file {path}: service {name!r} must be a mapping")
-            merged[str(name)] = {**merged.get(str(name), {}), **(service or {})}
-            origin[str(name)] = path
+        section = _services(data, path)
+        for name in section:
+            service = _extended(section, name, path, environment, ((path, name),))
+            merged[name] = {**merged.get(name, {}), **service}
+            origin[name] = path
 
     imperative = project_name or environment.get("COMPOSE_PROJECT_NAME") or ""
     if imperative:

@@ -271,3 +271,35 @@ def test_a_missing_image_is_reported_with_its_service(tmp_path):
         naming_services(project),
     ):
         raise ImageNotFound("src: gone")
+
+
+def test_extends_in_the_file_and_from_another(tmp_path):
+    _write(
+        tmp_path / "common" / "base.yaml",
+        "services:\n  built:\n    build: .\n  named:\n    image: shared/base:${TAG:-3}\n",
+    )
+    file = _write(
+        tmp_path / "app" / "compose.yaml",
+        "services:\n"
+        "  api:\n    extends: {service: built, file: ../common/base.yaml}\n"
+        "  db:\n    extends:\n      service: named\n      file: ../common/base.yaml\n"
+        "  db2:\n    extends: db\n    image: other\n",
+    )
+    project = load_project([str(file)], env={})
+    assert [(s.name, s.image, s.built) for s in project.services] == [
+        ("api", "app-api:latest", True),  # built under the extending service's name
+        ("db", "shared/base:3", False),
+        ("db2", "other:latest", False),
+    ]
+
+
+def test_extends_errors(tmp_path):
+    loop = _write(
+        tmp_path / "p" / "compose.yaml",
+        "services:\n  a:\n    extends: b\n  b:\n    extends: a\n",
+    )
+    with pytest.raises(UsageError, match="extends goes round in a circle"):
+        load_project([str(loop)], env={})
+    missing = _write(tmp_path / "q" / "compose.yaml", "services:\n  a:\n    extends: nope\n")
+    with pytest.raises(UsageError, match="no service nope for a to extend"):
+        load_project([str(missing)], env={})
