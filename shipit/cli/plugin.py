@@ -157,13 +157,13 @@ def main() -> None:
     if argv[:1] == [METADATA_COMMAND]:
         typer.echo(json.dumps(METADATA))
         return
+    if argv[:1] in (["__complete"], ["__completeNoDesc"]):  # docker-shipit __complete shipit ...
+        _cobra_complete(argv[2:] if argv[1:2] == [PLUGIN_NAME] else argv[1:])
+        return
     try:
         args = docker_args(argv, os.environ)
     except ShipitError as exc:
         fail(str(exc), exc.exit_code)
-    if args[:1] in (["__complete"], ["__completeNoDesc"]):
-        _cobra_complete(args[1:])
-        return
     watch_cli_socket(os.environ, lambda: os.kill(os.getpid(), signal.SIGTERM))
     run(args, prog_name="docker shipit")
 

@@ -212,3 +212,22 @@ def test_install_refuses_to_replace_a_file(docker_config):
         f"shipit: error: {link} exists and is not a link; remove it first"
     )
     assert link.read_text() == "#!/bin/sh\n"
+
+
+def test_docker_completion_asks_the_plugin(cli, docker_config, installed, tmp_path):
+    if "20.10" in _docker(cli, docker_config, "--version").stdout:
+        pytest.skip("Docker 20.10 does not ask CLI plugins for completions")
+    config = tmp_path / "ssh_config"
+    config.write_text("Host web1 web2\n    HostName 10.0.0.1\nHost *.example\n")
+    done = _docker(
+        cli,
+        docker_config,
+        "__complete",
+        "shipit",
+        "app",
+        "--to",
+        "w",
+        SHIPIT_SSH_CONFIG=str(config),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:3] == ["web1\tssh host", "web2\tssh host", ":4"]

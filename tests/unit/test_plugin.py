@@ -95,6 +95,7 @@ def test_cobra_completion_request_names_engines(tmp_path, capsys, monkeypatch):
     config.write_text("Host web1 web2 *.example\n")
     monkeypatch.setenv("SHIPIT_SSH_CONFIG", str(config))
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    monkeypatch.setenv("DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND", "/usr/local/bin/docker")
     monkeypatch.setattr(sys, "argv", ["docker-shipit", "__complete", "shipit", "app", "--to", "we"])
     plugin.main()
     assert capsys.readouterr().out.splitlines() == ["web1\tssh host", "web2\tssh host", ":4"]
