@@ -41,7 +41,7 @@ app = typer.Typer(
         "(local socket, Docker context or SSH host), recompressed and shaped for the target."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -76,28 +76,38 @@ def _on_signal(signum: int, frame: object) -> None:
 
 def _register_commands() -> None:
     # Imported for their side effect: each module adds its command(s) to `app`.
-    from shipit.cli import archive, info, ship  # noqa: F401
+    from shipit.cli import archive, info, plugin, ship  # noqa: F401
 
 
-COMMANDS = {"info", "ship", "save", "load", "convert", "inspect", "verify"}
+COMMANDS = {"info", "ship", "save", "load", "convert", "inspect", "verify", "install-plugin"}
+ROOT_OPTIONS = {"--help", "-h", "--version", "--install-completion", "--show-completion"}
 
 
 def _default_to_ship(args: list[str]) -> list[str]:
     """`shipit IMAGE... --to T` means `shipit ship IMAGE... --to T`."""
-    if args and args[0] not in COMMANDS and args[0] not in ("--help", "-h", "--version"):
+    if args and args[0] not in COMMANDS and args[0] not in ROOT_OPTIONS:
         return ["ship", *args]
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    run(list(sys.argv[1:] if argv is None else argv))
+
+
+def run(args: list[str], prog_name: str = "shipit") -> None:
+    """Run the command line ``args`` (``prog_name`` names the program in usage lines)."""
+    from shipit.cli.complete import implicit_ship
+    from shipit.cli.compose import bare_compose
+
     _register_commands()
-    args = _default_to_ship(args)
+    args = _default_to_ship(bare_compose(args))
+    if os.environ.get("_SHIPIT_COMPLETE"):  # a shell asks for completions
+        implicit_ship(os.environ, COMMANDS, ROOT_OPTIONS)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:
-        app(args=args, prog_name="shipit", standalone_mode=True)
+        app(args=args, prog_name=prog_name, standalone_mode=True)
     except ShipitError as exc:
         fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:

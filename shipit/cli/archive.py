@@ -9,6 +9,7 @@ import typer
 
 from shipit import api
 from shipit.cli import app
+from shipit.cli.complete import complete_engine
 from shipit.cli.render import (
     AcceptNewHostKeyOption,
     CompressionOption,
@@ -24,7 +25,7 @@ from shipit.cli.render import (
     progress_bar,
     ship_options,
 )
-from shipit.cli.targets import TARGET_HELP
+from shipit.cli.targets import SOURCE_HELP, TARGET_HELP
 
 OutputOption = Annotated[
     str, typer.Option("--output", "-o", metavar="FILE", help="Archive to write ('-' for stdout).")
@@ -37,7 +38,7 @@ def save(
     output: OutputOption,
     source: Annotated[
         str | None,
-        typer.Option("--from", metavar="SOURCE", help="Engine to save from. " + TARGET_HELP),
+        typer.Option("--from", metavar="SOURCE", help=SOURCE_HELP, autocompletion=complete_engine),
     ] = None,
     compression: CompressionOption = None,
     level: LevelOption = None,
@@ -65,7 +66,7 @@ def save(
             ),
             progress=progress,
         )
-    print_report(report, as_json, "saved")
+    print_report(report, as_json, "saved", quiet)
 
 
 @app.command()
@@ -85,7 +86,7 @@ def convert(
     with progress_bar("converting", api.input_size(source), quiet or output == "-") as progress:
         options = ship_options(platforms=platform)
         report = api.convert(source, output, codec, options=options, progress=progress)
-    print_report(report, as_json, "converted")
+    print_report(report, as_json, "converted", quiet)
 
 
 @app.command()
@@ -133,6 +134,8 @@ def verify(
         inspection = api.verify(path, progress=progress)
     tree = inspection.to_dict()
     names = ", ".join(n for image in tree["images"] for n in image["names"])
+    if quiet:
+        return
     typer.echo(f"ok: {names}: {tree['blobs']} blobs, every digest, size and diff_id holds")
 
 
@@ -141,7 +144,7 @@ def load(
     path: Annotated[str, typer.Argument(metavar="FILE", help="Archive to load ('-' for stdin).")],
     to: Annotated[
         str | None,
-        typer.Option("--to", metavar="TARGET", help="Engine to load into. " + TARGET_HELP),
+        typer.Option("--to", metavar="TARGET", help=TARGET_HELP, autocompletion=complete_engine),
     ] = None,
     compression: CompressionOption = None,
     level: LevelOption = None,
@@ -169,4 +172,4 @@ def load(
             ),
             progress=progress,
         )
-    print_report(report, as_json, "loaded")
+    print_report(report, as_json, "loaded", quiet)

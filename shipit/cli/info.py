@@ -3,34 +3,28 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from shipit.cli import app
+from shipit.cli.complete import complete_engine
+from shipit.cli.render import AcceptNewHostKeyOption, SshConfigOption
+from shipit.cli.targets import TARGET_FORMS
 
 TARGET_HELP = (
-    "The engine to ask. Omitted: $DOCKER_CONTEXT, else $DOCKER_HOST, else the current docker "
-    "context, else unix:///var/run/docker.sock. A URL: unix://PATH, tcp://HOST:PORT, "
-    "http://HOST:PORT, ssh://[USER@]HOST[:PORT]. A docker context name. Any other name is an "
-    "SSH destination [USER@]HOST, looked up in the ssh config (HostName, Port, User, "
-    "IdentityFile, ProxyJump, ...); the remote runs `docker system dial-stdio`."
+    "The engine to ask [default: $DOCKER_HOST or the current docker context]: " + TARGET_FORMS
 )
 
 
 @app.command()
 def info(
-    target: Annotated[str | None, typer.Argument(metavar="TARGET", help=TARGET_HELP)] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    ssh_config: Annotated[
-        Path | None,
-        typer.Option(
-            "--ssh-config",
-            metavar="PATH",
-            help="OpenSSH config to read [default: $SHIPIT_SSH_CONFIG, else ~/.ssh/config].",
-        ),
+    target: Annotated[
+        str | None,
+        typer.Argument(metavar="TARGET", help=TARGET_HELP, autocompletion=complete_engine),
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    ssh_config: SshConfigOption = None,
     measure_link: Annotated[
         bool,
         typer.Option(
@@ -38,14 +32,7 @@ def info(
             help="Also measure the link to the target (over SSH: about 0.1 s, up to 2 MB).",
         ),
     ] = False,
-    accept_new_host_key: Annotated[
-        bool,
-        typer.Option(
-            "--accept-new-host-key",
-            help="Trust an SSH host key seen for the first time and record it in known_hosts. "
-            "A changed key is refused regardless.",
-        ),
-    ] = False,
+    accept_new_host_key: AcceptNewHostKeyOption = False,
 ) -> None:
     """Show an engine's version, image store, whether it loads zstd layers and needs
     manifest.json; with --measure-link, how fast the link to it is."""

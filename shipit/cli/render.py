@@ -31,15 +31,14 @@ SshConfigOption = Annotated[
     typer.Option(
         "--ssh-config",
         metavar="PATH",
-        help="OpenSSH config to read [default: $SHIPIT_SSH_CONFIG, else ~/.ssh/config].",
+        help="OpenSSH config [default: $SHIPIT_SSH_CONFIG, else ~/.ssh/config].",
     ),
 ]
 AcceptNewHostKeyOption = Annotated[
     bool,
     typer.Option(
         "--accept-new-host-key",
-        help="Trust an SSH host key seen for the first time and record it in known_hosts. "
-        "A changed key is refused regardless.",
+        help="Trust and record an unknown SSH host key (a changed one is always refused).",
     ),
 ]
 CompressionOption = Annotated[
@@ -48,7 +47,7 @@ CompressionOption = Annotated[
         "--compression",
         "-c",
         metavar="zstd|gzip|none",
-        help="Layer compression to write.",
+        help="Layer compression [default: what the target reads and the link suits].",
     ),
 ]
 LevelOption = Annotated[
@@ -61,11 +60,12 @@ TrustLayersOption = Annotated[
     bool,
     typer.Option(
         "--trust-layers",
-        help="Do not decompress layers passed on as they are (their diff_ids and inflation "
-        "go unchecked until the target reads them).",
+        help="Send layers as they are without decompressing them to check their diff_ids.",
     ),
 ]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print nothing on success (but --json).")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON summary for scripts.")]
 
 
@@ -74,8 +74,7 @@ PlatformOption = Annotated[
     typer.Option(
         "--platform",
         metavar="OS/ARCH[/VARIANT]",
-        help="Platform to ship, e.g. linux/arm64/v8 [default: the one the target runs; "
-        "archives: all]. Repeat where the target keeps indexes.",
+        help="Platform to ship, e.g. linux/arm64 [default: the target's; archives: all].",
         show_default=False,
     ),
 ]
@@ -174,12 +173,15 @@ def command_seconds() -> float | None:
         return None
 
 
-def print_report(report: Report, as_json: bool, verb: str) -> None:
+def print_report(report: Report, as_json: bool, verb: str, quiet: bool = False) -> None:
+    """The JSON summary (``--json``, even with ``-q``), else one line unless ``quiet``."""
     wall = command_seconds()
     if wall is not None:
         report.seconds = max(report.seconds, wall)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    if quiet:
         return
     data: dict[str, Any] = report.to_dict()
     target = report.target if report.target and report.target.kind != "archive" else None

@@ -9,6 +9,8 @@ import typer
 
 from shipit import api
 from shipit.cli import app
+from shipit.cli.complete import complete_engine
+from shipit.cli.compose import ComposeOption, ProjectNameOption, images_to_ship, naming_services
 from shipit.cli.render import (
     AcceptNewHostKeyOption,
     CompressionOption,
@@ -24,26 +26,33 @@ from shipit.cli.render import (
     progress_bar,
     ship_options,
 )
-from shipit.cli.targets import TARGET_FORMS, TARGET_HELP
+from shipit.cli.targets import SOURCE_HELP
 from shipit.compression import Codec
 from shipit.errors import ShipitError
 
 
 @app.command()
 def ship(
-    images: Annotated[list[str], typer.Argument(metavar="IMAGE", help="Images to ship.")],
     to: Annotated[
         list[str],
         typer.Option(
             "--to",
             metavar="TARGET",
-            help="Engine to load into; repeat for several (the source is read once). "
-            + TARGET_FORMS,
+            help="Engine to load into; repeat for several (the source is read once).",
+            autocompletion=complete_engine,
         ),
     ],
+    images: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="IMAGE",
+            help="Images to ship (with --compose: services, default all).",
+            show_default=False,
+        ),
+    ] = None,
     source: Annotated[
         str | None,
-        typer.Option("--from", metavar="SOURCE", help="Engine to save from. " + TARGET_HELP),
+        typer.Option("--from", metavar="SOURCE", help=SOURCE_HELP, autocompletion=complete_engine),
     ] = None,
     compression: CompressionOption = None,
     level: LevelOption = None,
@@ -54,9 +63,7 @@ def ship(
         bool | None,
         typer.Option(
             "--staged/--no-staged",
-            help="Load the layers bottom-up in several loads, so the target registers "
-            "them while the rest is still on the wire [default: when the link measures "
-            "slower than 20 MB/s].",
+            help="Load layer by layer while the rest streams [default: on links under 20 MB/s].",
             show_default=False,
         ),
     ] = None,
@@ -65,10 +72,8 @@ def ship(
         typer.Option(
             "--wire",
             metavar="zstd|gzip|none",
-            help="Compress each whole upload (zstd needs Engine 23+) and send the layers "
-            "inside it plain unless --compression says otherwise (a containerd store keeps "
-            "them plain); none: compress layers only [default: for a lone classic-store "
-            "target whose layers would be compressed, with the setting they would get].",
+            help="Compress the whole upload, the layers in it plain [default: for one "
+            "classic store].",
             show_default=False,
         ),
     ] = None,
@@ -80,22 +85,21 @@ def ship(
         bool,
         typer.Option("--no-verify", help="Skip checking the landed images' config and diff_ids."),
     ] = False,
+    compose: ComposeOption = None,
+    project_name: ProjectNameOption = None,
     ssh_config: SshConfigOption = None,
     accept_new_host_key: AcceptNewHostKeyOption = False,
 ) -> None:
-    """Stream images from one engine into others, recompressed for each target, sending
-    only the layers a target lacks. The compression follows the target and the link,
-    measured over SSH: zstd where the engine reads it (gzip for Engine 20.10), zstd 6 /
-    gzip 3 below 20 MB/s, none into a classic store on this machine or, for gzip-only
-    engines, over links of 60 MB/s and more when it is the only target. A lone target with
-    the classic store gets its layers plain inside one upload compressed that way (see
-    --wire): the same bytes, but nothing waits for a compressed size. A layer the target
-    already holds in the form an earlier run compressed it to is named from a memo
-    ($SHIPIT_CACHE_DIR, else ~/.cache/shipit), not compressed again. Also runs without the
-    word: `shipit IMAGE... --to TARGET`."""
+    """Ship images from one engine straight into others, shaped for each target and
+    sending only the layers it lacks. Also runs without the word: shipit IMAGE... --to T.
+
+    TARGET and SOURCE: unix://PATH, tcp://HOST:PORT, ssh://[USER@]HOST[:PORT], a docker
+    context, or a host from the ssh config. How compression, staging and the delta are
+    chosen: docs/shipping.md."""
     codec = codec_option(compression, level, None)
     wire_codec = Codec.parse(wire) if wire else None
-    with progress_bar("shipping", None, quiet) as progress:
+    images, project = images_to_ship(images, compose, project_name)
+    with progress_bar("shipping", None, quiet) as progress, naming_services(project):
         options = ship_options(
             ssh_config=ssh_config,
             accept_new_host_key=accept_new_host_key,
@@ -113,18 +117,18 @@ def ship(
         if failures:
             raise failures[0]
         assert outcomes[0].report is not None
-        print_report(outcomes[0].report, as_json, "shipped")
+        print_report(outcomes[0].report, as_json, "shipped", quiet)
         return
     if as_json:
         typer.echo(json.dumps({"targets": [o.to_dict() for o in outcomes]}, indent=2))
     else:
-        _table(outcomes)
+        _table(outcomes, quiet)
     if failures:
         codes = {f.exit_code for f in failures}
         raise typer.Exit(codes.pop() if len(codes) == 1 else 1)
 
 
-def _table(outcomes: list[api.TargetResult]) -> None:
+def _table(outcomes: list[api.TargetResult], quiet: bool = False) -> None:
     rows = [("target", "result", "store", "layers sent/skipped", "bytes sent", "seconds")]
     for o in outcomes:
         engine = o.report.target if o.report is not None else None
@@ -143,7 +147,7 @@ def _table(outcomes: list[api.TargetResult]) -> None:
         else:
             rows.append((o.target, "FAILED", "", "", "", ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
+    for row in rows if not quiet else ():
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     for o in outcomes:
         if isinstance(o.error, ShipitError):

@@ -1,12 +1,7 @@
-"""Help text shared by every command that names an engine."""
+"""Help text shared by every command that names an engine (the forms: docs/shipping.md)."""
 
 TARGET_FORMS = (
-    "A URL: unix://PATH, tcp://HOST:PORT, ssh://[USER@]HOST[:PORT]. A docker context name. "
-    "Any other name is an SSH destination [USER@]HOST looked up in the ssh config (HostName, "
-    "Port, User, IdentityFile, ProxyJump, ...); the remote needs only sshd and the docker CLI."
+    "unix://PATH, tcp://HOST:PORT, ssh://[USER@]HOST[:PORT], a docker context or an ssh host."
 )
-LOCAL_DEFAULT = (
-    "Omitted: $DOCKER_CONTEXT, else $DOCKER_HOST, else the current docker context, else "
-    "unix:///var/run/docker.sock."
-)
-TARGET_HELP = f"{LOCAL_DEFAULT} {TARGET_FORMS}"
+SOURCE_HELP = "Engine to save from [default: $DOCKER_HOST or the current docker context]."
+TARGET_HELP = "Engine to load into [default: $DOCKER_HOST or the current docker context]."

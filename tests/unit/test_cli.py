@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
@@ -37,3 +38,96 @@ def test_a_usage_error_keeps_clicks_message_and_code(capsys):
         main(["ship", "--bogus"])
     assert exited.value.code == 2
     assert "No such option: --bogus" in capsys.readouterr().err
+
+
+def _help(capsys, *args: str) -> list[str]:
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--help"])
+    assert exited.value.code == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def _option_help_lines(lines: list[str]) -> dict[str, int]:
+    """Option → how many lines its help takes in Click's two-column listing."""
+    start = lines.index("Options:") + 1
+    counts: dict[str, int] = {}
+    current = None
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        if line.startswith("  -"):
+            current = line.split()[0].rstrip(",")
+            name_only = "  " not in line.strip()  # the help starts on the next line
+            counts[current] = 0 if name_only else 1
+        else:
+            assert current is not None, line
+            counts[current] += 1
+    return counts
+
+
+@pytest.mark.parametrize("command", ["ship", "save", "load", "convert", "info", "install-plugin"])
+def test_help_fits_a_screen(capsys, monkeypatch, command):
+    monkeypatch.setenv("COLUMNS", "80")
+    lines = _help(capsys, command)
+    assert len(lines) <= 50, "\n".join(lines)
+    assert all(len(line) <= 80 for line in lines)
+    counts = _option_help_lines(lines)
+    assert "--help" in counts
+    too_long = {option: n for option, n in counts.items() if n > 2}
+    assert not too_long, "\n".join(lines)
+
+
+def test_ship_help_names_the_forms_and_the_docs(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    text = " ".join(" ".join(_help(capsys, "ship")).split())
+    assert "ssh://[USER@]HOST[:PORT]" in text and "docs/shipping.md" in text
+    assert "--compose FILE" in text and "--to TARGET" in text
+
+
+def test_root_help_lists_every_command_on_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    lines = _help(capsys)
+    listed = lines[lines.index("Commands:") + 1 :]
+    names = [line.split()[0] for line in listed if line.strip()]
+    assert set(names) == {
+        "save",
+        "convert",
+        "inspect",
+        "verify",
+        "load",
+        "info",
+        "ship",
+        "install-plugin",
+    }
+    assert "--install-completion" in " ".join(lines)
+
+
+def test_quiet_prints_nothing_on_success(tmp_path, capsys):
+    from imagefactory import oci_archive, sample_images
+
+    archive = tmp_path / "in.tar"
+    archive.write_bytes(oci_archive(sample_images()))
+    out = tmp_path / "out.tar"
+    with pytest.raises(SystemExit) as exited:
+        main(["convert", str(archive), "-o", str(out), "-q"])
+    assert exited.value.code in (0, None)
+    assert capsys.readouterr() == ("", "")
+    assert out.stat().st_size > 0
+    with pytest.raises(SystemExit):
+        main(["verify", str(out), "-q"])
+    assert capsys.readouterr() == ("", "")
+    # Without -q the summary line; -q --json still prints the JSON asked for.
+    with pytest.raises(SystemExit):
+        main(["convert", str(archive), "-o", str(out)])
+    assert capsys.readouterr().err.startswith("converted rosie:latest")
+    with pytest.raises(SystemExit):
+        main(["convert", str(archive), "-o", str(out), "-q", "--json"])
+    assert json.loads(capsys.readouterr().out)["images"]
+
+
+def test_quiet_failure_still_says_why(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["convert", str(tmp_path / "missing.tar"), "-o", str(tmp_path / "o"), "-q"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("shipit: error: cannot open ")
