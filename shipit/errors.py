@@ -69,6 +69,12 @@ class AuthenticationFailed(ConnectionFailed):
     exit_code = 4
 
 
+class PermissionDenied(ConnectionFailed):
+    """The remote user may not use the engine (not in the docker group, no sudo -n)."""
+
+    exit_code = 4
+
+
 class EngineError(ShipitError):
     """The Docker engine refused or failed a request."""
 

@@ -16,6 +16,8 @@ class Connect:
 
     ssh_config: str | os.PathLike[str] | None = None
     accept_new_host_key: bool = False
+    sudo: bool | None = None
+    """Over SSH, reach the engine through ``sudo -n`` (None: when the socket is denied)."""
 
 
 @dataclass(frozen=True)

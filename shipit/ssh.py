@@ -36,6 +36,9 @@ DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_ho
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 DEFAULT_TIMEOUT = 10.0
 DIAL_STDIO = "docker system dial-stdio"
+SUDO_DIAL_STDIO = 'sudo -n docker ${DOCKER_HOST:+-H "$DOCKER_HOST"} system dial-stdio'
+"""The same through passwordless sudo, for a user outside the docker group. sudo drops the
+environment, so the engine the user's DOCKER_HOST names is passed on as ``-H``."""
 ACCEPT_NEW_FLAG = "--accept-new-host-key"
 REKEY_BYTES = 1 << 32
 """paramiko re-keys every 512 MiB it sends or receives; a channel closed by the server during a
@@ -461,6 +464,8 @@ class SSHSession:
         self.host = host
         self.client = client
         self.jump = jump
+        self.dial_command = DIAL_STDIO
+        """What each channel to the engine runs (``SUDO_DIAL_STDIO`` through sudo)."""
         self._dials: deque[DialStdio] = deque(maxlen=32)
 
     @property
@@ -470,8 +475,11 @@ class SSHSession:
             raise ConnectionFailed(f"ssh connection to {self.host.alias} is closed")
         return transport
 
-    def open_dial_stdio(self, command: str = DIAL_STDIO, timeout: float | None = None) -> DialStdio:
+    def open_dial_stdio(
+        self, command: str | None = None, timeout: float | None = None
+    ) -> DialStdio:
         """Run ``docker system dial-stdio`` remotely; its stdin/stdout is the engine's API."""
+        command = command or self.dial_command
         try:
             channel = self.transport.open_session(timeout=timeout or DEFAULT_TIMEOUT)
             channel.exec_command(command)

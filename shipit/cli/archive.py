@@ -18,6 +18,7 @@ from shipit.cli.render import (
     PlatformOption,
     QuietOption,
     SshConfigOption,
+    SudoOption,
     TrustLayersOption,
     codec_option,
     human,
@@ -47,6 +48,7 @@ def save(
     as_json: JsonOption = False,
     ssh_config: SshConfigOption = None,
     accept_new_host_key: AcceptNewHostKeyOption = False,
+    sudo: SudoOption = False,
 ) -> None:
     """Save images (every tag, shared layers once) to a compressed archive that
     `docker load` accepts directly (zstd by default: Engine 23+ or the containerd store;
@@ -62,6 +64,7 @@ def save(
             options=ship_options(
                 ssh_config=ssh_config,
                 accept_new_host_key=accept_new_host_key,
+                sudo=sudo,
                 platforms=platform,
             ),
             progress=progress,
@@ -154,6 +157,7 @@ def load(
     as_json: JsonOption = False,
     ssh_config: SshConfigOption = None,
     accept_new_host_key: AcceptNewHostKeyOption = False,
+    sudo: SudoOption = False,
 ) -> None:
     """Load any archive into an engine, shaped for it: layers it cannot read are
     recompressed (zstd → gzip for Engine < 23) and manifest.json is written for the
@@ -166,6 +170,7 @@ def load(
             options=ship_options(
                 ssh_config=ssh_config,
                 accept_new_host_key=accept_new_host_key,
+                sudo=sudo,
                 platforms=platform,
                 codec=codec,
                 trust_layers=trust_layers,

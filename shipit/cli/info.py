@@ -9,7 +9,7 @@ import typer
 
 from shipit.cli import app
 from shipit.cli.complete import complete_engine
-from shipit.cli.render import AcceptNewHostKeyOption, SshConfigOption
+from shipit.cli.render import AcceptNewHostKeyOption, SshConfigOption, SudoOption
 from shipit.cli.targets import TARGET_FORMS
 
 TARGET_HELP = (
@@ -33,12 +33,17 @@ def info(
         ),
     ] = False,
     accept_new_host_key: AcceptNewHostKeyOption = False,
+    sudo: SudoOption = False,
 ) -> None:
     """Show an engine's version, image store, whether it loads zstd layers and needs
     manifest.json; with --measure-link, how fast the link to it is."""
     from shipit.api import Connect, link_mb_s, open_target
 
-    connect = Connect(ssh_config=ssh_config, accept_new_host_key=accept_new_host_key)
+    connect = Connect(
+        ssh_config=ssh_config,
+        accept_new_host_key=accept_new_host_key,
+        sudo=True if sudo else None,
+    )
     with open_target(target, connect) as found:
         facts = found.about()
         rows = found.summary()

@@ -80,14 +80,29 @@ PlatformOption = Annotated[
 ]
 
 
-def connect_options(ssh_config: Path | None, accept_new_host_key: bool) -> Connect:
-    return Connect(ssh_config=ssh_config, accept_new_host_key=accept_new_host_key)
+SudoOption = Annotated[
+    bool,
+    typer.Option(
+        "--sudo",
+        help="Over SSH, reach the engine through sudo -n [default: when the docker socket "
+        "is denied].",
+    ),
+]
+
+
+def connect_options(
+    ssh_config: Path | None, accept_new_host_key: bool, sudo: bool = False
+) -> Connect:
+    return Connect(
+        ssh_config=ssh_config, accept_new_host_key=accept_new_host_key, sudo=True if sudo else None
+    )
 
 
 def ship_options(
     *,
     ssh_config: Path | None = None,
     accept_new_host_key: bool = False,
+    sudo: bool = False,
     platforms: list[str] | None = None,
     **values: Any,
 ) -> ShipOptions:
@@ -95,7 +110,7 @@ def ship_options(
     from shipit.platforms import parse_platforms
 
     return ShipOptions(
-        connect=connect_options(ssh_config, accept_new_host_key),
+        connect=connect_options(ssh_config, accept_new_host_key, sudo),
         platforms=parse_platforms(platforms or []),
         **values,
     )

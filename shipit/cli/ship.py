@@ -19,6 +19,7 @@ from shipit.cli.render import (
     PlatformOption,
     QuietOption,
     SshConfigOption,
+    SudoOption,
     TrustLayersOption,
     codec_option,
     human,
@@ -89,6 +90,7 @@ def ship(
     project_name: ProjectNameOption = None,
     ssh_config: SshConfigOption = None,
     accept_new_host_key: AcceptNewHostKeyOption = False,
+    sudo: SudoOption = False,
 ) -> None:
     """Ship images from one engine straight into others, shaped for each target and
     sending only the layers it lacks. Also runs without the word: shipit IMAGE... --to T.
@@ -103,6 +105,7 @@ def ship(
         options = ship_options(
             ssh_config=ssh_config,
             accept_new_host_key=accept_new_host_key,
+            sudo=sudo,
             platforms=platform,
             codec=codec,
             verify=not no_verify,

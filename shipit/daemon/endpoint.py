@@ -23,7 +23,14 @@ from docker.utils import version_lt
 
 from shipit import ssh
 from shipit.daemon.address import Address, parse_address
-from shipit.errors import ConnectionFailed, EngineError, ImageNotFound, ShipitError, Unsupported
+from shipit.errors import (
+    ConnectionFailed,
+    EngineError,
+    ImageNotFound,
+    PermissionDenied,
+    ShipitError,
+    Unsupported,
+)
 
 REQUEST_TIMEOUT = 60.0
 """Read timeout of ordinary API calls (info, inspect); streams use STREAM_TIMEOUT."""
@@ -101,6 +108,8 @@ class Endpoint:
         self.session = session
         self.version: dict[str, Any] = {}
         """The engine's ``GET /version`` answer, from API version negotiation."""
+        self.sudo = False
+        """Reached through ``sudo -n`` on the remote (the user may not open the socket)."""
 
     def link_speed(self) -> float | None:
         """Bytes per second to the engine: measured over SSH, infinite for a unix socket
@@ -210,20 +219,54 @@ def resolve_endpoint(
     ssh_config: str | os.PathLike[str] | None = None,
     accept_new_host_key: bool = False,
     timeout: float = ssh.DEFAULT_TIMEOUT,
+    sudo: bool | None = None,
 ) -> Endpoint:
     """Connect to the engine ``target`` names (see shipit.daemon.address) and negotiate its API.
 
     ``timeout`` bounds connecting (TCP, SSH handshake, authentication, the first API call);
-    it is not a limit on later transfers.
+    it is not a limit on later transfers. Over SSH, ``sudo`` True runs the remote end as
+    ``sudo -n docker``; None tries that once when the user may not open the socket.
     """
     where = parse_address(target)
     endpoint = _connect(where, ssh_config, accept_new_host_key, timeout)
     try:
-        _negotiate(endpoint, timeout)
+        if sudo and endpoint.session is not None:
+            _through_sudo(endpoint, timeout)
+        try:
+            _negotiate(endpoint, timeout)
+        except ConnectionFailed as exc:
+            if sudo is not None or endpoint.session is None or not _socket_denied(str(exc)):
+                raise
+            _through_sudo(endpoint, timeout)
+            _negotiate(endpoint, timeout)
+    except ConnectionFailed as exc:
+        endpoint.close()
+        if endpoint.sudo and ("password is required" in str(exc) or "terminal" in str(exc)):
+            user = endpoint.session.host.user if endpoint.session else "the user"
+            raise PermissionDenied(
+                f"connecting to {endpoint.name}: {user} may not open the docker socket and "
+                f"sudo -n needs a password there; add {user} to the docker group, or allow "
+                f"it `sudo -n docker` without a password"
+            ) from exc
+        raise
     except BaseException:
         endpoint.close()
         raise
     return endpoint
+
+
+def _socket_denied(message: str) -> bool:
+    return "permission denied" in message.lower() and "socket" in message.lower()
+
+
+def _through_sudo(endpoint: Endpoint, timeout: float) -> None:
+    """From now on, every channel runs ``sudo -n docker system dial-stdio`` (a new client:
+    the old one's pooled channels ran the plain command)."""
+    assert endpoint.session is not None
+    endpoint.session.dial_command = ssh.SUDO_DIAL_STDIO
+    endpoint.api.close()
+    endpoint.api = _ssh_api(endpoint.session, timeout)
+    endpoint.sudo = True
 
 
 def _connect(

@@ -41,7 +41,10 @@ class DockerTarget:
     @classmethod
     def open(cls, address: str | None, connect: Connect) -> DockerTarget:
         endpoint = resolve_endpoint(
-            address, ssh_config=connect.ssh_config, accept_new_host_key=connect.accept_new_host_key
+            address,
+            ssh_config=connect.ssh_config,
+            accept_new_host_key=connect.accept_new_host_key,
+            sudo=connect.sudo,
         )
         try:
             return cls(endpoint, probe(endpoint))
@@ -68,7 +71,8 @@ class DockerTarget:
         return self.endpoint.link_speed()
 
     def about(self) -> dict[str, Any]:
-        return {**self.info.to_dict(), "platform": str(self._caps.platform)}
+        facts = {**self.info.to_dict(), "platform": str(self._caps.platform)}
+        return {**facts, "sudo": True} if self.endpoint.sudo else facts
 
     def summary(self) -> list[tuple[str, str]]:
         info = self.info
@@ -80,6 +84,7 @@ class DockerTarget:
             ("image store", f"{info.image_store} ({info.storage_driver})"),
             ("zstd layers", zstd),
             ("manifest.json", "needed" if info.needs_manifest_json else "not needed"),
+            *([("access", "through sudo -n")] if self.endpoint.sudo else []),
         ]
 
     def holdings(self, layers: list[list[str]]) -> Holdings:
@@ -218,6 +223,7 @@ class DockerSource:
                 address,
                 ssh_config=connect.ssh_config,
                 accept_new_host_key=connect.accept_new_host_key,
+                sudo=connect.sudo,
             )
         )
 
