@@ -130,6 +130,8 @@ def ship_many(
         connected = time.monotonic()
         attempts = {feed.target.name: 0 for feed in feeds}
         pending = feeds
+        if progress is not None and pending:
+            progress.stage(f"waiting for {origin.name} to prepare the save")
         while pending:
             stream = _open_save(save.take, origin, names)
             got = _transfer(stream, pending, progress, memo, trust_layers=options.trust_layers)
@@ -292,6 +294,8 @@ def _transfer(
             first_byte.append(time.monotonic())
             for outcome in outcomes.values():
                 outcome.first_byte_at = first_byte[0]
+            if progress is not None:
+                progress.stage("shipping" if len(feeds) == 1 else f"shipping to {len(feeds)}")
         emit(Event("read", n))
 
     try:

@@ -17,7 +17,7 @@ from rich.progress import (
     DownloadColumn,
     Progress,
     TextColumn,
-    TimeRemainingColumn,
+    TimeElapsedColumn,
     TransferSpeedColumn,
 )
 
@@ -133,7 +133,10 @@ def human(n: float) -> str:
 
 @contextmanager
 def progress_bar(label: str, total: int | None, quiet: bool) -> Iterator[Events | None]:
-    """A live bar on stderr when it is a terminal: bytes read, ratio, speed, ETA."""
+    """A live bar on stderr when it is a terminal: bytes read against the real total,
+    layers done, bytes sent, and what is happening now (waiting for the source, a target
+    registering what it got). Nothing with ``-q`` or when stderr is not a terminal, where
+    the one summary (or error) line is all there is."""
     if quiet or not sys.stderr.isatty():
         yield None
         return
@@ -144,7 +147,7 @@ def progress_bar(label: str, total: int | None, quiet: bool) -> Iterator[Events 
         DownloadColumn(),
         TransferSpeedColumn(),
         TextColumn("{task.fields[detail]}"),
-        TimeRemainingColumn(),
+        TimeElapsedColumn(),
         console=console,
         transient=True,
     )
@@ -159,10 +162,13 @@ def progress_bar(label: str, total: int | None, quiet: bool) -> Iterator[Events 
         elif event.kind == "stage":
             bar.update(task, description=event.text)
         done = state["layers"]
+        # The save carries tar headers and documents beside the layers' size: the total
+        # is never less than what was read.
+        known = max(events.total, state["read"]) if events.total else None
         bar.update(
             task,
             completed=state["read"],
-            total=events.total if events.total else None,
+            total=known,
             detail=f"{done} layer{'s' if done != 1 else ''} done, {human(state['sent'])} sent",
         )
 

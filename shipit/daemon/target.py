@@ -133,7 +133,7 @@ class DockerTarget:
                     layout=plan.layout,
                 )
                 try:
-                    loaded = load(stream)
+                    loaded = load(_then_announce(stream, progress, self.name))
                 finally:
                     stream.close()
         finally:
@@ -194,6 +194,15 @@ class DockerTarget:
 
     def __repr__(self) -> str:
         return f"DockerTarget({self.name!r})"
+
+
+def _then_announce(
+    chunks: Iterable[bytes], progress: Progress | None, name: str
+) -> Iterator[bytes]:
+    """``chunks``, then a progress step: the engine now registers what it got."""
+    yield from chunks
+    if progress is not None:
+        progress.stage(f"{name}: the engine is registering the image")
 
 
 def _platform(manifest: object) -> Platform:
