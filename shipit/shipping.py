@@ -113,6 +113,9 @@ def ship_many(
         # every layer first): connect to the targets and ask them what they hold meanwhile.
         save = _SaveAhead(origin, names)
         stack.callback(save.close)
+        if progress is not None:
+            progress.total = origin.save_size(names)
+            progress.stage(f"connecting; {origin.name} prepares the save")
         memo = Memo.default()
         feeds: list[_Feed] = []
         alone = len(set(targets)) == 1
@@ -125,8 +128,6 @@ def ship_many(
         for feed in feeds:
             if feed.plan.codec is not None:
                 feed.holdings.warm(memo, feed.plan.codec)
-        if progress is not None:
-            progress.total = origin.save_size(names)
         connected = time.monotonic()
         attempts = {feed.target.name: 0 for feed in feeds}
         pending = feeds
