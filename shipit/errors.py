@@ -81,6 +81,10 @@ class EngineError(ShipitError):
     exit_code = 5
 
 
+class NoSpace(EngineError):
+    """The target's disk cannot hold what would be sent."""
+
+
 class ImageNotFound(EngineError):
     """A named image does not exist on the source engine."""
 

@@ -34,6 +34,8 @@ class ShipOptions:
     """Send every layer, even those a target holds."""
     verify: bool = True
     """Check what landed against what was sent."""
+    space_check: bool = True
+    """Refuse a target whose disk plainly cannot hold the images, before sending."""
     trust_layers: bool = False
     """Pass layers on without decompressing those that are not recompressed (their
     diff_ids and inflation then go unchecked until the target reads them)."""

@@ -109,19 +109,21 @@ def ship_many(
     with ExitStack() as stack:
         origin = stack.enter_context(DockerSource.open(source, options.connect))
         layers = origin.layers(names)  # ImageNotFound before any target is touched
+        size = origin.save_size(names)
         # The source engine takes seconds before its first byte (a classic store exports
         # every layer first): connect to the targets and ask them what they hold meanwhile.
         save = _SaveAhead(origin, names)
         stack.callback(save.close)
         if progress is not None:
-            progress.total = origin.save_size(names)
+            progress.total = size
             progress.stage(f"connecting; {origin.name} prepares the save")
         memo = Memo.default()
         feeds: list[_Feed] = []
         alone = len(set(targets)) == 1
         for name in dict.fromkeys(targets):
             try:
-                feeds.append(_open_feed(stack, name, options, layers, alone))
+                need = size if options.space_check else None
+                feeds.append(_open_feed(stack, name, options, layers, alone, need))
             except ShipitError as exc:
                 outcomes[name].error = exc
         feeds = _platforms_checked(feeds, origin, names, outcomes)
@@ -161,11 +163,13 @@ def _open_feed(
     options: ShipOptions,
     layers: list[list[str]],
     alone: bool,
+    size: int | None,
 ) -> _Feed:
     target = stack.enter_context(open_target(name, options.connect))
     measure = options.codec is None or options.staged is None
     link = target.measure_link() if measure else None
     chosen = plan(target.capabilities, options, link, alone=alone)
+    chosen = replace(chosen, store_bytes=size)
     if chosen.staged and layers:
         chosen = replace(chosen, stage_order=tuple(layers[0]))
     holdings = HoldsNothing() if options.full else target.holdings(layers)

@@ -84,6 +84,9 @@ class Plan:
     """Measured bytes/s to the target (inf: this machine; None: not measured)."""
     stage_order: tuple[str, ...] = ()
     """Staged loads: the diff_ids to load bottom-up (the first image's layers)."""
+    store_bytes: int | None = None
+    """About what the images take unpacked, for a target to check its free space against
+    before anything is sent (None: do not check)."""
 
 
 class Holdings(Protocol):

@@ -80,6 +80,10 @@ def ship(
     ] = None,
     platform: PlatformOption = None,
     trust_layers: TrustLayersOption = False,
+    no_space_check: Annotated[
+        bool,
+        typer.Option("--no-space-check", help="Ship even when the target's disk looks too full."),
+    ] = False,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
     no_verify: Annotated[
@@ -113,6 +117,7 @@ def ship(
             staged=staged,
             wire=wire_codec,
             trust_layers=trust_layers,
+            space_check=not no_space_check,
         )
         outcomes = api.ship_many(images, to, source=source, options=options, progress=progress)
     failures = [o.error for o in outcomes if o.error is not None]

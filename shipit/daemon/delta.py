@@ -62,6 +62,10 @@ class Delta:
     platform: Platform = field(default_factory=Platform.host)  # the probe image's
     probed: dict[str, bool] = field(default_factory=dict)
 
+    def holds_none(self) -> bool:
+        """Nothing the images use is on the target (a cold ship)."""
+        return not self.skip_diff_ids and not self.candidates
+
     def pre_skip(self, digest: str) -> bool:
         """Skip a blob named by its digest before reading it (classic, uncompressed)."""
         return digest in self.skip_diff_ids

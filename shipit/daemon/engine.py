@@ -39,6 +39,8 @@ class EngineInfo:
     loads_zstd: bool
     needs_manifest_json: bool
     """Classic stores read only manifest.json; the containerd store reads index.json."""
+    root_dir: str = ""
+    """DockerRootDir: where the engine keeps what it stores (for the free-space check)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +89,7 @@ def probe(endpoint: Endpoint) -> EngineInfo:
         storage_driver=str(info.get("Driver", "")),
         loads_zstd=containerd or version_gte(api_version, ZSTD_MIN_API),
         needs_manifest_json=not containerd,
+        root_dir=str(info.get("DockerRootDir") or ""),
     )
 
 

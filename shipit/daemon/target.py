@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from functools import partial
@@ -19,7 +20,7 @@ from shipit.daemon.engine import (
     save_stream,
 )
 from shipit.daemon.staging import STAGE_REPO, StagedFeed
-from shipit.errors import ImageNotFound, VerificationFailed
+from shipit.errors import ImageNotFound, NoSpace, VerificationFailed
 from shipit.oci import familiar_ref, short
 from shipit.options import Connect
 from shipit.pipeline import Result, Subscriber, subscriber_stream
@@ -37,6 +38,7 @@ class DockerTarget:
         self._caps = info.capabilities()
         self._wire_bytes = 0
         self._lock = threading.Lock()
+        self._delta: Delta | None = None
 
     @classmethod
     def open(cls, address: str | None, connect: Connect) -> DockerTarget:
@@ -89,11 +91,24 @@ class DockerTarget:
 
     def holdings(self, layers: list[list[str]]) -> Holdings:
         assert self._caps.platform is not None
-        return plan(self.endpoint, self._caps, layers, self._caps.platform)
+        self._delta = plan(self.endpoint, self._caps, layers, self._caps.platform)
+        return self._delta
 
     def prepare(self, plan: Plan) -> None:
         if plan.staged:
             remove_repository(self.endpoint, STAGE_REPO)  # a killed run may have left some
+        if plan.store_bytes and self._delta is not None and self._delta.holds_none():
+            self._check_space(plan.store_bytes)
+
+    def _check_space(self, need: int) -> None:
+        """Refuse a cold ship that plainly cannot fit under the engine's root. (With some
+        layers there already, what a ship stores is not known up front: no check.)"""
+        free = free_space(self.endpoint, self.info.root_dir)
+        if free is not None and free < need:
+            raise NoSpace(
+                f"{self.name}: {self.info.root_dir} has {free / 1e6:.0f} MB free; the images "
+                f"take about {need / 1e6:.0f} MB unpacked (--no-space-check ships anyway)"
+            )
 
     def receive(
         self,
@@ -194,6 +209,28 @@ class DockerTarget:
 
     def __repr__(self) -> str:
         return f"DockerTarget({self.name!r})"
+
+
+def free_space(endpoint: Endpoint, path: str) -> int | None:
+    """Bytes free under ``path`` on the engine's machine: ``df`` over SSH, statvfs for a
+    local socket; None when that cannot be told (no df, no such path, TCP)."""
+    if not path:
+        return None
+    if endpoint.session is not None:
+        from shipit.remote import RemoteHost
+
+        done = RemoteHost(endpoint.name, endpoint.session).run(["df", "-Pk", path], timeout=30)
+        try:
+            return int(done.text.splitlines()[-1].split()[3]) * 1024 if done.ok else None
+        except (IndexError, ValueError):
+            return None
+    if endpoint.link_speed() == float("inf"):  # a unix socket: the engine is here
+        try:
+            stat = os.statvfs(path)
+        except OSError:
+            return None
+        return stat.f_bavail * stat.f_frsize
+    return None
 
 
 def _then_announce(
