@@ -131,3 +131,39 @@ def plan(caps: Capabilities, options: ShipOptions, link: float | None, *, alone:
         layout=layout_for(caps, options.platforms),
         link=link,
     )
+
+
+def explain(caps: Capabilities, options: ShipOptions, chosen: Plan) -> list[str]:
+    """The plan's choices in words, for ``-v``: what each target got and why."""
+    link = chosen.link
+    rate = (
+        "unknown"
+        if link is None
+        else "this machine"
+        if link == float("inf")
+        else f"{link / 1e6:.0f} MB/s"
+    )
+    codec = str(chosen.codec) if chosen.codec is not None else "as archived"
+    if options.codec is not None:
+        why = "asked for"
+    elif chosen.codec is not None and chosen.codec.name == "none" and chosen.wire is None:
+        why = f"the target unpacks layers and the link ({rate}) is faster than compressing"
+    elif chosen.wire is not None and options.wire is None:
+        why = "plain inside a compressed upload: no layer waits for its compressed size"
+    elif caps.keeps_blobs:
+        why = "the target keeps blobs as sent: the same bytes every time, found again later"
+    elif link is not None and link < SLOW_LINK:
+        why = f"the link ({rate}) is the bound: a stronger level"
+    else:
+        why = f"what the target reads (link {rate})"
+    out = [f"layers: {codec} ({why})"]
+    if chosen.wire is not None:
+        out.append(f"upload: {chosen.wire}" + (" (asked for)" if options.wire else ""))
+    if chosen.staged:
+        asked = options.staged is not None
+        out.append("staged loads" + (" (asked for)" if asked else f": the link is {rate}"))
+    if chosen.layout.platforms:
+        asked = bool(options.platforms)
+        names = ", ".join(map(str, chosen.layout.platforms))
+        out.append(f"platform: {names}" + (" (asked for)" if asked else " (what the target runs)"))
+    return out

@@ -37,6 +37,7 @@ class Report:
     platforms: list[str] = field(default_factory=list)  # what was shipped, when chosen
     notes: list[str] = field(default_factory=list)  # what a user should know, one line each
     phases: dict[str, float] = field(default_factory=dict)  # where the seconds went
+    decisions: list[str] = field(default_factory=list)  # what was chosen and why (-v)
 
     @property
     def ratio(self) -> float:
@@ -82,6 +83,8 @@ class Report:
             out["notes"] = self.notes
         if self.phases:
             out["phases"] = self.phases
+        if self.decisions:
+            out["decisions"] = self.decisions
         return out
 
 

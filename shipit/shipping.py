@@ -28,7 +28,7 @@ from shipit.oci import familiar_ref
 from shipit.options import ShipOptions
 from shipit.pipeline import IterReader, Producer, Result, Subscriber, Tee
 from shipit.platforms import Platform
-from shipit.policy import layout_for, plan
+from shipit.policy import explain, layout_for, plan
 from shipit.progress import Event, Progress
 from shipit.report import Report, TargetResult, report_of
 from shipit.target import Holdings, HoldsNothing, Plan, Target
@@ -146,7 +146,7 @@ def ship_many(
                 report_to = outcomes[feed.target.name]
                 report_to.error, report_to.report = outcome.error, None
                 if outcome.error is None:
-                    report_to.report = _report(feed, outcome, attempts[feed.target.name])
+                    report_to.report = _report(feed, outcome, attempts[feed.target.name], options)
                     report_to.report.phases = _phases(started, connected, outcome)
                     report_to.report.seconds = time.monotonic() - started
                 elif _worth_retrying(outcome, attempts[feed.target.name]):
@@ -255,7 +255,7 @@ def _phases(started: float, connected: float, outcome: _Outcome) -> dict[str, fl
     }
 
 
-def _report(feed: _Feed, outcome: _Outcome, attempts: int) -> Report:
+def _report(feed: _Feed, outcome: _Outcome, attempts: int, options: ShipOptions) -> Report:
     result = outcome.result
     codec = feed.plan.codec
     report = report_of(result, str(codec) if codec is not None else "as archived")
@@ -267,6 +267,15 @@ def _report(feed: _Feed, outcome: _Outcome, attempts: int) -> Report:
     report.link = feed.plan.link
     if feed.plan.layout.platforms:
         report.platforms = [str(p) for p in feed.plan.layout.platforms]
+    report.decisions = explain(feed.target.capabilities, options, feed.plan)
+    if result.skipped or result.sent:
+        held = len(result.skipped)
+        report.decisions.append(
+            f"delta: {held} of {held + len(result.sent)} layers already on the target"
+            + ("" if attempts == 1 else f" (attempt {attempts}: every layer sent)")
+        )
+    if feed.target.about().get("sudo"):
+        report.decisions.append("reached the engine through sudo -n")
     return report
 
 
@@ -471,7 +480,7 @@ def load(
         _settle(feed, outcome, options.verify)
         if outcome.error is not None:
             raise outcome.error
-        return _report(feed, outcome, 1)
+        return _report(feed, outcome, 1, options)
 
 
 def save(
@@ -521,7 +530,7 @@ def _write_archive(
     ]
     if outcome.error is not None:
         raise outcome.error
-    report = _report(feed, outcome, 1)
+    report = _report(feed, outcome, 1, options)
     report.output = output
     report.link = None
     return report

@@ -20,6 +20,7 @@ from shipit.cli.render import (
     SshConfigOption,
     SudoOption,
     TrustLayersOption,
+    VerboseOption,
     codec_option,
     human,
     print_report,
@@ -154,6 +155,7 @@ def load(
     platform: PlatformOption = None,
     trust_layers: TrustLayersOption = False,
     quiet: QuietOption = False,
+    verbose: VerboseOption = False,
     as_json: JsonOption = False,
     ssh_config: SshConfigOption = None,
     accept_new_host_key: AcceptNewHostKeyOption = False,
@@ -177,4 +179,4 @@ def load(
             ),
             progress=progress,
         )
-    print_report(report, as_json, "loaded", quiet)
+    print_report(report, as_json, "loaded", quiet, verbose)

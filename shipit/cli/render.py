@@ -66,6 +66,9 @@ TrustLayersOption = Annotated[
 QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print nothing on success (but --json).")
 ]
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Also say what was chosen for each target, and why.")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON summary for scripts.")]
 
 
@@ -194,7 +197,9 @@ def command_seconds() -> float | None:
         return None
 
 
-def print_report(report: Report, as_json: bool, verb: str, quiet: bool = False) -> None:
+def print_report(
+    report: Report, as_json: bool, verb: str, quiet: bool = False, verbose: bool = False
+) -> None:
     """The JSON summary (``--json``, even with ``-q``), else one line unless ``quiet``."""
     wall = command_seconds()
     if wall is not None:
@@ -220,6 +225,9 @@ def print_report(report: Report, as_json: bool, verb: str, quiet: bool = False) 
     )
     for note in report.notes:
         typer.echo(f"shipit: note: {note}", err=True)
+    if verbose:
+        for decision in report.decisions:
+            typer.echo(f"shipit: {decision}", err=True)
 
 
 def _compression(report: Report) -> str:

@@ -21,6 +21,7 @@ from shipit.cli.render import (
     SshConfigOption,
     SudoOption,
     TrustLayersOption,
+    VerboseOption,
     codec_option,
     human,
     print_report,
@@ -85,6 +86,7 @@ def ship(
         typer.Option("--no-space-check", help="Ship even when the target's disk looks too full."),
     ] = False,
     quiet: QuietOption = False,
+    verbose: VerboseOption = False,
     as_json: JsonOption = False,
     no_verify: Annotated[
         bool,
@@ -125,7 +127,7 @@ def ship(
         if failures:
             raise failures[0]
         assert outcomes[0].report is not None
-        print_report(outcomes[0].report, as_json, "shipped", quiet)
+        print_report(outcomes[0].report, as_json, "shipped", quiet, verbose)
         return
     if as_json:
         typer.echo(json.dumps({"targets": [o.to_dict() for o in outcomes]}, indent=2))
