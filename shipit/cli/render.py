@@ -67,7 +67,7 @@ QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print nothing on success (but --json).")
 ]
 VerboseOption = Annotated[
-    bool, typer.Option("--verbose", "-v", help="Also say what was chosen for each target, and why.")
+    bool, typer.Option("--verbose", "-v", help="Say what was chosen for each target, and why.")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON summary for scripts.")]
 

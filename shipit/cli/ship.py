@@ -83,7 +83,7 @@ def ship(
     trust_layers: TrustLayersOption = False,
     no_space_check: Annotated[
         bool,
-        typer.Option("--no-space-check", help="Ship even when the target's disk looks too full."),
+        typer.Option("--no-space-check", help="Ship even if the target's disk looks full."),
     ] = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
