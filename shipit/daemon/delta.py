@@ -33,7 +33,7 @@ from shipit.archive.reader import BlobRecord
 from shipit.archive.writer import TarStream, make_image
 from shipit.compression import Codec
 from shipit.daemon.endpoint import Endpoint
-from shipit.daemon.engine import image_inspect, load_stream, remove_repository
+from shipit.daemon.engine import image_inspect, load_stream, remove_repository, throwaway_tag
 from shipit.errors import EngineError, ImageNotFound
 from shipit.memo import Memo
 from shipit.oci import (
@@ -202,7 +202,7 @@ def probe_archive(record: BlobRecord, name: str, platform: Platform) -> bytes:
 
 def probe_blob(endpoint: Endpoint, record: BlobRecord, platform: Platform) -> bool:
     """True only when the target's content store certainly holds ``record``'s blob."""
-    name = f"{PROBE_REPO}:{secrets.token_hex(8)}"
+    name = f"{PROBE_REPO}:{throwaway_tag(secrets.token_hex(8))}"
     try:
         load_stream(endpoint, [probe_archive(record, name, platform)])
         answer = ""  # no error at all: an engine this probe does not understand

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -234,9 +235,32 @@ def image_inspect(endpoint: Endpoint, ref: str) -> dict[str, Any] | None:
         raise endpoint.failure(f"inspecting {ref} on", exc) from exc
 
 
-def remove_repository(endpoint: Endpoint, repository: str) -> None:
-    """Best effort: delete every image of ``repository`` (shipit's own throwaway images,
-    which a killed run may have left behind)."""
+#: A throwaway image (probe, stage) older than this was left by a run that was killed:
+#: younger ones may belong to a ship running at this moment from another process.
+STALE_AFTER = 15 * 60
+
+
+def throwaway_tag(token: str) -> str:
+    """A tag for a throwaway image that says when it was made (see ``remove_repository``)."""
+    return f"{int(time.time())}-{token}"
+
+
+def remove_repository(endpoint: Endpoint, repository: str, *, stale_only: bool = True) -> None:
+    """Best effort: delete shipit's own throwaway images of ``repository`` that a killed
+    run left behind. With ``stale_only`` (the default) only those whose tag says they are
+    older than STALE_AFTER: another shipit may be shipping to this engine right now, and
+    its stage images hold the layers its next load builds on. (A tag without a time is
+    from an older shipit, and counts as stale.)"""
+    now = time.time()
     with contextlib.suppress(Exception):
         for image in endpoint.api.images(name=repository):
+            tags = [t for t in image.get("RepoTags") or [] if t.startswith(repository + ":")]
+            born = [_tag_time(t.rsplit(":", 1)[1]) for t in tags]
+            if stale_only and not all(b is None or now - b > STALE_AFTER for b in born):
+                continue
             endpoint.api.remove_image(image["Id"], force=True)
+
+
+def _tag_time(tag: str) -> float | None:
+    head = tag.split("-", 1)[0]
+    return float(head) if head.isdigit() else None

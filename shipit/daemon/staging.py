@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from shipit.archive.reader import BlobRecord
 from shipit.archive.writer import TarStream, make_image
 from shipit.daemon.endpoint import Endpoint
+from shipit.daemon.engine import throwaway_tag
 from shipit.errors import ShipitError
 from shipit.oci import OCI_LAYER_FOR, Descriptor
 from shipit.pipeline import (
@@ -155,7 +156,7 @@ class StagedFeed:
         self.pool: dict[str, BlobReady] = {}  # layers that arrived before their turn
         self.backlog: list[Message] = []  # everything else taken off the queue, in order
         self.over = False  # "done" (or an error) came: nothing more to wait for
-        self.token = secrets.token_hex(6)
+        self.token = throwaway_tag(secrets.token_hex(6))
         self.uploads: list[tuple[str, _Upload]] = []  # stage images, loaded or loading
         self.placed: list[BlobRecord] = []  # the layers staged so far, bottom-up
 
