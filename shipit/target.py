@@ -69,6 +69,15 @@ class TargetFacts:
     version: str = ""
     api_version: str = ""
 
+    @property
+    def image_store(self) -> str:
+        """The name the Docker engine's own facts use for ``store``."""
+        return self.store
+
+    @property
+    def engine_version(self) -> str:
+        return self.version
+
 
 @dataclass(frozen=True)
 class Plan:

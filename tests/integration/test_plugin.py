@@ -123,7 +123,8 @@ def test_docker_shipit_inherits_docker_host_and_ships_over_ssh(
     report = json.loads(done.stdout)
     assert report["images"] == ["rosie:latest"]
     assert report["target"]["store"] == "containerd"
-    assert report["layers_sent"] == report["layers"] >= 1
+    # (other rig images share rosie's layer: it may be on the target already)
+    assert report["layers_sent"] + report["layers_skipped"] == report["layers"] >= 1
     landed = inspect(rig, "d26c", "rosie:latest")
     assert landed is not None and identity(landed) == identity(before)
     assert "Hello, World!" in run_image(rig, "d26c", "rosie:latest")
