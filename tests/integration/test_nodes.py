@@ -282,3 +282,39 @@ def test_a_namespace_the_node_lacks_is_one_line(rig, nodes):
     assert done.returncode == 2, done
     assert done.stderr.strip().count("\n") == 0
     assert "no namespace 'nope'" in done.stderr and "k8s.io" in done.stderr
+
+
+def test_a_blob_lost_between_check_and_import_is_sent_again(rig, nodes, tmp_path, monkeypatch):
+    """The node loses a layer it said it had (garbage collection, someone's `ctr content
+    rm`) after shipit listed its content store: the image is found incomplete and the ship
+    is retried once with everything, so what lands is complete."""
+    from shipit import api
+    from shipit.containerd.target import ContainerdTarget
+
+    node = "c21"
+    _build_app(rig, "d26", tmp_path / "app")
+    v1, v2 = "docker.io/library/app:v1", "docker.io/library/app:v2"
+    clear(nodes, node, v1, v2)
+    options = api.ShipOptions(connect=api.Connect(ssh_config=nodes["ssh"]["config"]))
+    api.ship(["app:v1"], alias(nodes, node), source=socket(rig, "d26"), options=options)
+    layers = json.loads(ctr(nodes, node, "content", "get", _manifest_of(nodes, node, v1)))
+    base = max(layers["layers"], key=lambda layer: layer["size"])["digest"]
+    listed = ContainerdTarget.holdings
+
+    def holdings_then_lose_the_base(self, layers):
+        found = listed(self, layers)
+        ctr(nodes, node, "images", "rm", "--sync", v1)
+        ctr(nodes, node, "content", "rm", base)
+        return found
+
+    monkeypatch.setattr(ContainerdTarget, "holdings", holdings_then_lose_the_base)
+    report = api.ship(["app:v2"], alias(nodes, node), source=socket(rig, "d26"), options=options)
+    assert report.attempts == 2, report
+    assert base in ctr(nodes, node, "content", "ls", "--quiet").split()
+    assert "app v2 ok" in run(nodes, node, v2)
+    exported(nodes, node, v2, tmp_path)
+
+
+def _manifest_of(nodes: dict[str, Any], node: str, ref: str) -> str:
+    line = next(x for x in ctr(nodes, node, "images", "ls").splitlines() if x.startswith(ref + " "))
+    return line.split()[2]
