@@ -4,7 +4,9 @@
 #
 #   nodes.sh up       fetch what is missing, start everything, write
 #                     $RIG/nodes/nodes.json. Idempotent; fast when up.
-#   nodes.sh down     stop what nodes.sh started (by pidfile).
+#   nodes.sh down [--purge]
+#                     stop what nodes.sh started (by pidfile); --purge also
+#                     deletes node data and keys (not the download cache).
 #   nodes.sh status   one line per node; exit 0 iff all are up.
 #
 # Nodes (each with its own config, root, state, socket, log and sshd):
@@ -574,7 +576,13 @@ cmd_up() {
 }
 
 cmd_down() {
-  [[ $# -eq 0 ]] || die "down: unknown argument $1"
+  local purge=0 arg
+  for arg in "$@"; do
+    case $arg in
+    --purge) purge=1 ;;
+    *) die "down: unknown argument $arg" ;;
+    esac
+  done
   if [[ $EUID -ne 0 ]]; then
     echo "nodes: must run as root" >&2
     exit 3
@@ -588,6 +596,16 @@ cmd_down() {
     stop_pid "$d/containerd.pid" "$d/config.toml" 30
   done
   log "down: stopped"
+  if [[ $purge == 1 ]]; then
+    # Unmount what a killed containerd may have left below $NODES, deepest first.
+    awk -v r="$NODES/" 'index($2, r) == 1 { print $2 }' /proc/self/mounts |
+      sort -r | while read -r m; do umount -l "$m" || true; done
+    for n in "${NODE_NAMES[@]}"; do
+      rm -rf "$(node_dir "$n")"
+    done
+    rm -rf "$SSH" "$NODES/k3s-bin" "$NODES/nodes.json"
+    log "down --purge: removed node data and keys (kept $CACHE)"
+  fi
 }
 
 cmd_status_lines() {
@@ -613,7 +631,7 @@ main() {
   down) cmd_down "$@" ;;
   status) cmd_status_lines ;;
   *)
-    echo "usage: $0 up | down | status" >&2
+    echo "usage: $0 up | down [--purge] | status" >&2
     exit 2
     ;;
   esac
