@@ -187,6 +187,7 @@ def test_redeploy_sends_only_the_changed_layer(rig, nodes, tmp_path, node):
     second = ship_json("app:v2", *common)
     assert second["bytes_sent"] <= 0.02 * first["bytes_sent"], second
     assert second["layers_skipped"] >= 2  # busybox and the base stayed put
+    assert second["layers_from_memo"] >= 2, second  # and were not even compressed again
     again = ship_json("app:v2", *common)
     assert again["layers_sent"] == 0, again
     # The skipped blobs really are in the content store: v2 survives the loss of v1,
@@ -318,3 +319,33 @@ def test_a_blob_lost_between_check_and_import_is_sent_again(rig, nodes, tmp_path
 def _manifest_of(nodes: dict[str, Any], node: str, ref: str) -> str:
     line = next(x for x in ctr(nodes, node, "images", "ls").splitlines() if x.startswith(ref + " "))
     return line.split()[2]
+
+
+def test_a_rejected_import_names_nothing_and_leaves_no_blob(rig, nodes):
+    """containerd 2.1 has the erofs snapshotter, but its transfer service unpacks only for
+    the snapshotters it is configured for: the import is refused after the upload, in one
+    line, and neither a name nor a blob stays behind."""
+    import time
+
+    node = "c21"
+    clear(nodes, node, *ROSIE, LAYERED)
+    before = set(ctr(nodes, node, "content", "ls", "--quiet").split())
+    to = f"ctr://{alias(nodes, node)}?snapshotter=erofs"
+    done = shipit(
+        "rosie:latest",
+        "--from",
+        socket(rig, "d26"),
+        "--to",
+        to,
+        "--ssh-config",
+        nodes["ssh"]["config"],
+    )
+    assert done.returncode == 5, done
+    assert done.stderr.strip().count("\n") == 0
+    assert "containerd rejected the image" in done.stderr
+    assert ROSIE[0] not in refs(nodes, node)
+    for _ in range(50):  # the import's lease is gone; the collector takes what it held
+        if set(ctr(nodes, node, "content", "ls", "--quiet").split()) <= before:
+            break
+        time.sleep(0.2)
+    assert set(ctr(nodes, node, "content", "ls", "--quiet").split()) <= before

@@ -12,13 +12,16 @@ from shipit.containerd.address import parse_node_address
 from shipit.containerd.target import (
     ContentHoldings,
     NodeFacts,
+    access_error,
     capabilities_for,
+    import_error,
     parse_probe,
     probe_script,
     version_tuple,
 )
-from shipit.errors import UsageError
+from shipit.errors import ConnectionFailed, EngineError, UsageError
 from shipit.platforms import Platform
+from shipit.remote import Completed
 from shipit.target import _is_plain_ssh_alias
 
 
@@ -213,3 +216,37 @@ def test_the_content_store_spares_the_layers_it_holds():
     assert holdings.wants(_record(new, "sha256:" + "2" * 64))
     assert holdings.wants(_record(held, None))  # not a layer: always sent
     assert not holdings.pre_skip(held)  # the sent form may differ from the source's
+
+
+@pytest.mark.parametrize(
+    ("stderr", "kind", "says"),
+    [
+        (
+            b"ctr: write /var/lib/containerd/x: no space left on device\n",
+            EngineError,
+            "disk is full",
+        ),
+        (b"ctr: unable to initialize unpacker: no unpack platforms\n", EngineError, "rejected"),
+        (b"ctr: open /run/containerd/containerd.sock: permission denied\n", ConnectionFailed, ""),
+    ],
+)
+def test_import_failures_are_one_line(stderr, kind, says):
+    error = import_error("node1", Completed("ctr images import -", 1, b"", stderr))
+    assert isinstance(error, kind)
+    assert "\n" not in str(error) and str(error).startswith("importing into node1: ")
+    assert says in str(error)
+
+
+def test_no_access_says_what_to_do():
+    facts = NodeFacts(
+        has={"ctr": "/usr/bin/ctr"},
+        user="ops",
+        socket="/run/containerd/containerd.sock",
+        command=("/usr/bin/ctr",),
+        via="none",
+        access_error='failed to dial "/run/containerd/containerd.sock": permission denied',
+    )
+    error = access_error("node1", facts)
+    assert isinstance(error, ConnectionFailed) and error.exit_code == 3
+    assert "ops cannot open the containerd socket /run/containerd/containerd.sock" in str(error)
+    assert "sudo -n /usr/bin/ctr" in str(error)
