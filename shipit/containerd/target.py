@@ -64,6 +64,8 @@ from shipit.target import Capabilities, Holdings, Plan, TargetFacts
 ZSTD_FROM = (1, 5)
 #: The transfer service, which imports, unpacks and only then names images, is in 1.7+.
 TRANSFER_FROM = (1, 7)
+#: The transfer service unpacks an all-platform import (for the node's platform) from 2.0.
+ALL_PLATFORMS_TRANSFER_FROM = (2, 0)
 #: An import waits this long (seconds) for containerd after the last byte was sent.
 IMPORT_TIMEOUT = 3600
 
@@ -266,6 +268,12 @@ def import_error(name: str, completed: Completed) -> ShipitError:
         return EngineError(f"importing into {name}: the node's disk is full ({why})")
     if "permission denied" in low:
         return ConnectionFailed(f"importing into {name}: {why}")
+    if "no unpack platforms" in low:
+        return EngineError(
+            f"importing into {name}: containerd rejected the image: its transfer service "
+            "unpacks for no such snapshotter and platform (its unpack_config names the "
+            f"snapshotters it unpacks for; see `ctr plugins ls`): {why}"
+        )
     return EngineError(f"importing into {name}: containerd rejected the image: {why}")
 
 
@@ -436,19 +444,7 @@ class ContainerdTarget:
         progress: Progress | None,
     ) -> list[str]:
         """One ``ctr images import`` fed the archive as it is produced."""
-        wanted = plan.layout.platforms or ()
-        # Several platforms asked for: every one sent is present, so all of them.
-        one = len(wanted) == 1
-        platforms = ["--platform", str(wanted[0])] if one else ["--all-platforms"]
-        argv = self.ctr(
-            "images",
-            "import",
-            "--local=false",
-            *platforms,
-            "--snapshotter",
-            self.snapshotter,
-            "-",
-        )
+        argv = self.ctr("images", "import", *self.import_flags(plan), "-")
         try:
             stream = subscriber_stream(
                 subscriber, result, progress=progress, send_blob=holdings.wants, layout=plan.layout
@@ -469,6 +465,19 @@ class ContainerdTarget:
             if len(cols) >= 2 and cols[1] == "saved" and cols[0] not in saved:
                 saved.append(cols[0])
         return [f"Imported: {ref}" for ref in saved]
+
+    def import_flags(self, plan: Plan) -> list[str]:
+        """Through the transfer service, for the one platform sent; several platforms
+        sent (every one present): all of them, the node's unpacked. containerd 1.7's
+        transfer service cannot unpack an all-platform import ("no unpack platforms
+        defined"), so there ctr imports it itself and then unpacks."""
+        wanted = plan.layout.platforms or ()
+        snapshotter = ["--snapshotter", self.snapshotter]
+        if len(wanted) == 1:
+            return ["--local=false", "--platform", str(wanted[0]), *snapshotter]
+        if version_tuple(self.node.server_version) >= ALL_PLATFORMS_TRANSFER_FROM:
+            return ["--local=false", "--all-platforms", *snapshotter]
+        return ["--local", "--all-platforms", *snapshotter]
 
     def verify(self, result: Result) -> None:
         """Every name is the index or manifest sent, its content is all there, and it is

@@ -349,3 +349,36 @@ def test_a_rejected_import_names_nothing_and_leaves_no_blob(rig, nodes):
             break
         time.sleep(0.2)
     assert set(ctr(nodes, node, "content", "ls", "--quiet").split()) <= before
+
+
+def test_two_platforms_land_whole_and_the_nodes_one_is_unpacked(rig, nodes, tmp_path):
+    """--platform twice: the index keeps both (every blob there: `export --all-platforms`
+    works), and the node's own platform is unpacked and runs. containerd 1.7's transfer
+    service cannot unpack an all-platform import, so there ctr imports it itself."""
+    complete = tmp_path / "complete.tar"
+    complete.write_bytes(multi_platform_archive([MULTI], multi_images()))
+    remove(rig, "d26c", MULTI)
+    both = ("--platform", "linux/amd64", "--platform", "linux/arm64")
+    loaded = shipit("load", complete, "--to", socket(rig, "d26c"), *both)
+    assert loaded.returncode == 0, loaded.stderr
+    full = f"docker.io/library/{MULTI}"
+    for node in NODES:
+        clear(nodes, node, full)
+    done = ship_json(
+        MULTI,
+        "--from",
+        socket(rig, "d26c"),
+        *(a for node in NODES for a in ("--to", alias(nodes, node))),
+        *both,
+        "--ssh-config",
+        nodes["ssh"]["config"],
+    )
+    assert all(t["ok"] for t in done["targets"]), done
+    for node in NODES:
+        listing = ctr(nodes, node, "images", "ls")
+        line = next(x for x in listing.splitlines() if x.startswith(full + " "))
+        assert "linux/amd64" in line and "linux/arm64" in line, line
+        assert "Hello, World!" in run(nodes, node, full)
+        out = tmp_path / f"{node}-all.tar"
+        ctr(nodes, node, "images", "export", "--all-platforms", str(out), full)
+        assert out.stat().st_size > 0
