@@ -9,13 +9,15 @@ from typing import Annotated
 import typer
 
 from shipit.cli import app
+from shipit.cli.targets import CONTAINERD_FORMS
 
 TARGET_HELP = (
     "The engine to ask. Omitted: $DOCKER_CONTEXT, else $DOCKER_HOST, else the current docker "
     "context, else unix:///var/run/docker.sock. A URL: unix://PATH, tcp://HOST:PORT, "
     "http://HOST:PORT, ssh://[USER@]HOST[:PORT]. A docker context name. Any other name is an "
     "SSH destination [USER@]HOST, looked up in the ssh config (HostName, Port, User, "
-    "IdentityFile, ProxyJump, ...); the remote runs `docker system dial-stdio`."
+    "IdentityFile, ProxyJump, ...); the remote runs `docker system dial-stdio`. Or "
+    + CONTAINERD_FORMS
 )
 
 
@@ -41,7 +43,8 @@ def info(
     ] = False,
 ) -> None:
     """Show an engine's version, image store, whether it loads zstd layers and needs
-    manifest.json, and (over SSH) how fast the link to it is (2 MB, measured)."""
+    manifest.json, and (over SSH) how fast the link to it is (2 MB, measured); for a
+    containerd node its version, socket, namespace, snapshotter and whether sudo is used."""
     from shipit.api import Connect, link_mb_s, open_target
 
     connect = Connect(ssh_config=ssh_config, accept_new_host_key=accept_new_host_key)

@@ -23,7 +23,7 @@ from shipit.cli.render import (
     progress_bar,
     ship_options,
 )
-from shipit.cli.targets import TARGET_FORMS, TARGET_HELP
+from shipit.cli.targets import CONTAINERD_FORMS, TARGET_FORMS, TARGET_HELP
 from shipit.compression import Codec
 from shipit.errors import ShipitError
 
@@ -37,7 +37,9 @@ def ship(
             "--to",
             metavar="TARGET",
             help="Engine to load into; repeat for several (the source is read once). "
-            + TARGET_FORMS,
+            + TARGET_FORMS
+            + " Or "
+            + CONTAINERD_FORMS,
         ),
     ],
     source: Annotated[

@@ -10,3 +10,9 @@ LOCAL_DEFAULT = (
     "unix:///var/run/docker.sock."
 )
 TARGET_HELP = f"{LOCAL_DEFAULT} {TARGET_FORMS}"
+#: Where images can go but not come from: containerd without Docker.
+CONTAINERD_FORMS = (
+    "containerd without Docker (a Kubernetes node): ctr://[USER@]HOST[:PORT] with "
+    "?namespace= (default k8s.io), &address= (the socket) and &snapshotter=, or an SSH "
+    "destination whose host has ctr or k3s but no docker; the remote needs sshd and ctr."
+)
