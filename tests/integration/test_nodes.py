@@ -382,3 +382,39 @@ def test_two_platforms_land_whole_and_the_nodes_one_is_unpacked(rig, nodes, tmp_
         out = tmp_path / f"{node}-all.tar"
         ctr(nodes, node, "images", "export", "--all-platforms", str(out), full)
         assert out.stat().st_size > 0
+
+
+def test_a_shipped_image_runs_after_containerd_restarts(rig, nodes):
+    """What landed is on the node's disk, not only in containerd's memory: after a restart
+    of containerd the image is still complete, unpacked and runs."""
+    import signal
+    import time
+
+    node = "c17"
+    clear(nodes, node, *ROSIE)
+    done = ship_json(
+        "rosie:latest",
+        "--from",
+        socket(rig, "d26"),
+        "--to",
+        alias(nodes, node),
+        "--ssh-config",
+        nodes["ssh"]["config"],
+    )
+    assert done["layers_sent"] + done["layers_skipped"] == 1
+    pidfile = Path(nodes["nodes_dir"]) / node / "containerd.pid"
+    pid = int(pidfile.read_text())
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(300):
+        if not Path(f"/proc/{pid}").exists():
+            break
+        time.sleep(0.1)
+    env = {**os.environ, "SHIPIT_NODES_SSH_PORT": str(nodes["nodes"]["c17"]["ssh_port"])}
+    script = Path(__file__).resolve().parents[2] / "integration" / "nodes.sh"
+    up = subprocess.run(["bash", str(script), "up"], capture_output=True, text=True, env=env)
+    assert up.returncode == 0, up.stderr
+    assert int(pidfile.read_text()) != pid
+    check = ctr(nodes, node, "images", "check")
+    line = next(x for x in check.splitlines() if x.startswith(ROSIE[0] + " "))
+    assert "complete" in line and line.split()[-1] == "true", line
+    assert "Hello, World!" in run(nodes, node, ROSIE[0])
