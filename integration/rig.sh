@@ -806,6 +806,8 @@ cmd_up() {
   ensure_images
   check_ssh
   write_rig_json
+  # Kubernetes-like nodes: containerd without Docker, with their own sshd.
+  bash "$HERE/nodes.sh" up
   log "up: $(cmd_status_lines | tr '\n' ';' | sed 's/;$//; s/;/; /g')"
   log "rig description: $RIG/rig.json"
 }
@@ -824,6 +826,7 @@ cmd_down() {
   fi
   [[ -d $RIG ]] || return 0
   take_lock
+  if [[ $purge == 1 ]]; then bash "$HERE/nodes.sh" down --purge; else bash "$HERE/nodes.sh" down; fi
   # dockerds first (they stop their containers), in parallel, then their
   # containerds, then sshd.
   local pids=()

@@ -90,7 +90,7 @@ def ship(
     as_json: JsonOption = False,
     no_verify: Annotated[
         bool,
-        typer.Option("--no-verify", help="Skip checking the landed images' config and diff_ids."),
+        typer.Option("--no-verify", help="Do not check what landed against the source."),
     ] = False,
     compose: ComposeOption = None,
     project_name: ProjectNameOption = None,
@@ -102,8 +102,8 @@ def ship(
     sending only the layers it lacks. Also runs without the word: shipit IMAGE... --to T.
 
     TARGET and SOURCE: unix://PATH, tcp://HOST:PORT, ssh://[USER@]HOST[:PORT], a docker
-    context, or a host from the ssh config. How compression, staging and the delta are
-    chosen: docs/shipping.md."""
+    context, or a host from the ssh config; a TARGET may be ctr://HOST (a containerd
+    node). How compression, staging and the delta are chosen: docs/shipping.md."""
     codec = codec_option(compression, level, None)
     wire_codec = Codec.parse(wire) if wire else None
     images, project = images_to_ship(images, compose, project_name)

@@ -1,0 +1,2 @@
+"""containerd without Docker (Kubernetes nodes, k3s, nerdctl hosts), driven by ``ctr``
+over SSH."""
