@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from shipit.addresses import _is_plain_ssh_alias
 from shipit.archive.reader import BlobRecord
 from shipit.containerd.address import parse_node_address
 from shipit.containerd.target import (
@@ -22,7 +23,6 @@ from shipit.containerd.target import (
 from shipit.errors import ConnectionFailed, EngineError, UsageError
 from shipit.platforms import Platform
 from shipit.remote import Completed
-from shipit.addresses import _is_plain_ssh_alias
 
 
 @pytest.mark.parametrize(
