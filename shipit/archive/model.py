@@ -121,6 +121,10 @@ def _from_index(scan: Scan) -> list[Image]:
     return [Image(tuple(names), node) for names, node in images.values()]
 
 
+#: One path component of an image name (distribution's reference grammar).
+_BARE_NAME = re.compile(r"\A[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z")
+
+
 def _entry_names(entry: Descriptor, node: Node, legacy_names: dict[str, list[str]]) -> list[str]:
     full = entry.annotations.get(ANNOTATION_IMAGE_NAME)
     ref = entry.annotations.get(ANNOTATION_REF_NAME)
@@ -128,9 +132,14 @@ def _entry_names(entry: Descriptor, node: Node, legacy_names: dict[str, list[str
         return [normalize_ref(full)]
     if ref and ("/" in ref or ":" in ref):
         return [normalize_ref(ref)]
-    # A bare tag says too little; manifest.json's RepoTags name the image fully.
-    if isinstance(node, ImageManifest):
-        return [normalize_ref(n) for n in legacy_names.get(node.config.digest, [])]
+    # A bare ref.name says too little; manifest.json's RepoTags name the image fully
+    # (the classic store reads only those).
+    if isinstance(node, ImageManifest) and legacy_names.get(node.config.digest):
+        return [normalize_ref(n) for n in legacy_names[node.config.digest]]
+    # Without them, docker load (containerd store) takes it as an image name, so "v1"
+    # is v1:latest; one that is no valid name leaves the image untagged, as there.
+    if ref and _BARE_NAME.match(ref):
+        return [normalize_ref(ref)]
     return []
 
 

@@ -11,6 +11,9 @@ import tarfile
 
 import pytest
 from imagefactory import (
+    TestImage as SampleImage,
+)
+from imagefactory import (
     _tar,
     containers_image_archive,
     ggcr_tarball,
@@ -143,6 +146,39 @@ def test_an_image_layout_inside_a_folder_is_named() -> None:
     data = rebuilt(oci_archive(sample_images()[:1], with_manifest_json=False), into_folder)
     with pytest.raises(BadInput, match=r"but 'rosie-oci/index.json': an image layout inside"):
         scan(data)
+
+
+def _one_entry_oci(ref_name: str, manifest_json: bool = False) -> bytes:
+    """An OCI archive (skopeo/podman ``oci-archive``) naming its image by ref.name only."""
+    image = SampleImage(["rosie:latest"], sample_images()[0].layers, ["/app/hello"])
+
+    def rename(entries):
+        index = json.loads(entries["index.json"])
+        index["manifests"][0]["annotations"] = {"org.opencontainers.image.ref.name": ref_name}
+        entries["index.json"] = json.dumps(index).encode()
+        return entries
+
+    return rebuilt(oci_archive([image], with_manifest_json=manifest_json), rename)
+
+
+@pytest.mark.parametrize(
+    ("ref_name", "expected"),
+    [
+        ("v1", {"docker.io/library/v1:latest"}),  # docker load: "Loaded image: v1:latest"
+        ("sk-rosie:v2", {"docker.io/library/sk-rosie:v2"}),
+        ("localhost/rosie:latest", {"localhost/rosie:latest"}),
+        ("Not A Name", set()),  # no valid name: untagged, as docker load leaves it
+    ],
+)
+def test_ref_name_resolved_as_docker_load_resolves_it(ref_name: str, expected: set[str]) -> None:
+    assert names(scan(_one_entry_oci(ref_name))) == expected
+
+
+def test_a_bare_ref_name_defers_to_manifest_json_repo_tags() -> None:
+    # The classic store reads only manifest.json, so its names are the ones both agree on.
+    assert names(scan(_one_entry_oci("latest", manifest_json=True))) == {
+        "docker.io/library/rosie:latest"
+    }
 
 
 def test_gzip_wrapped_containers_image_archive() -> None:
