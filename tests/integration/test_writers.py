@@ -293,7 +293,7 @@ def make_ctr(corpus: Corpus) -> None:
 
 def make_buildx(corpus: Corpus) -> None:
     """BuildKit exports of the rig's own build contexts, built by the engine's built-in
-    BuildKit (the docker driver; type=oci needs the containerd store)."""
+    BuildKit (the docker driver exports to a file only from the containerd store)."""
     plugin = find_tool(corpus.rig, "docker-buildx")
     config = corpus.folder / "docker-config"
     (config / "cli-plugins").mkdir(parents=True, exist_ok=True)
