@@ -302,21 +302,48 @@ def make_buildx(corpus: Corpus) -> None:
     engine = first_engine(corpus.rig, "containerd")
     env = {"DOCKER_CONFIG": str(config), "DOCKER_HOST": socket(corpus.rig, engine)}
     contexts = Path(corpus.rig["rig_dir"]) / "build"
-    for kind, image, tags in (
-        ("docker", "rosie", ["bx-rosie:latest", "bx-rosie:test"]),
-        ("oci", "layered", ["bx-layered:latest"]),
-    ):
-        out = corpus.folder / f"buildx-{kind}.tar"
+    # Two platforms with provenance attestations: an index of four manifests (the
+    # rosie context only COPYs, so arm64 builds here without emulation).
+    multi = ["--platform", "linux/amd64,linux/arm64", "--provenance=true"]
+    pair = ["bx-rosie:latest", "bx-rosie:test"]
+    for label, kind, image, tags, extra in (
+        ("buildx --output type=docker", "docker", "rosie", pair, []),
+        ("buildx --output type=oci", "oci", "layered", ["bx-layered:latest"], []),
+        ("buildx --output type=oci, two platforms", "oci", "rosie", ["bx-multi:latest"], multi),
+    ):  # fmt: skip
+        out = corpus.folder / f"buildx-{len(corpus.made)}.tar"
         tag_args = [arg for tag in tags for arg in ("-t", tag)]
         run(
             corpus.rig.get("docker_cli", "docker"), "buildx", "build", "--builder", "default",
-            "--progress", "plain", "--network", "none", *tag_args,
+            "--progress", "plain", "--network", "none", *tag_args, *extra,
             "--output", f"type={kind},dest={out}", contexts / image, env=env,
         )  # fmt: skip
         source = archive_identity(out)
-        corpus.made[f"buildx --output type={kind}"] = Written(
+        corpus.made[label] = Written(
             out, [Landing(tag, source, OUTPUT[image]) for tag in tags], index_names(out)
         )
+
+
+def make_ctr_multi_platform(corpus: Corpus) -> None:
+    """``ctr images export`` of a two-platform image (BuildKit's, loaded into the
+    containerd-store engine by docker load), with and without ``--all-platforms``."""
+    if "buildx --output type=oci, two platforms" not in corpus.made:
+        make_buildx(corpus)
+    built = corpus.made["buildx --output type=oci, two platforms"]
+    engine = first_engine(corpus.rig, "containerd")
+    ctr = [find_tool(corpus.rig, "ctr"), "-a", containerd_socket(corpus.rig, engine), "-n", "moby"]
+    name = "docker.io/library/bx-multi:latest"
+    docker_cli(corpus.rig, engine, "load", "-i", str(built.path))
+    try:
+        for label, flags in (
+            ("ctr images export, two platforms", []),
+            ("ctr images export --all-platforms, two platforms", ["--all-platforms"]),
+        ):
+            out = corpus.folder / f"ctr-multi-{len(flags)}.tar"
+            run(*ctr, "images", "export", *flags, out, name)
+            corpus.made[label] = Written(out, built.landings, index_names(out))
+    finally:
+        docker_cli(corpus.rig, engine, "rmi", "bx-multi:latest")
 
 
 def archive_identity(path: Path) -> tuple[Any, ...]:
@@ -366,6 +393,7 @@ MAKERS: dict[str, Callable[[Corpus], None]] = {
     "crane": make_crane,
     "ctr": make_ctr,
     "buildx": make_buildx,
+    "ctr-multi": make_ctr_multi_platform,
     "airgap": make_airgap,
 }
 
@@ -388,7 +416,15 @@ WRITERS = {
         "ctr images export --all-platforms",
         "ctr images export --skip-manifest-json",
     ],
-    "buildx": ["buildx --output type=docker", "buildx --output type=oci"],
+    "buildx": [
+        "buildx --output type=docker",
+        "buildx --output type=oci",
+        "buildx --output type=oci, two platforms",
+    ],
+    "ctr-multi": [
+        "ctr images export, two platforms",
+        "ctr images export --all-platforms, two platforms",
+    ],
     "airgap": ["docker save | zstd (k3s air-gap)", "docker save | gzip (k3s air-gap)"],
 }
 ARCHIVES = [(tool, archive) for tool, archives in WRITERS.items() for archive in archives]
@@ -420,6 +456,7 @@ DOCKER_LOAD_FAILS: dict[str, Callable[[Engine], bool]] = {
     "skopeo oci-archive, bare ref.name": _every,
     "podman save --format oci-archive": _classic,
     "buildx --output type=oci": _classic,
+    "buildx --output type=oci, two platforms": _classic,
     # Exit 0, and nothing is loaded.
     "ctr images export --skip-manifest-json": _classic,
     # "archive/tar: invalid tar header": Engine 20.10 reads no zstd.
