@@ -162,7 +162,10 @@ def _member_name(raw: str) -> str:
     return name
 
 
-_MAX_IGNORED = 10_000  # names of unused members remembered for error messages
+# Names of unused members remembered for error messages: bounded in count and length
+# (a GNU long name may be 1 MiB), so a hostile archive cannot make them eat memory.
+_MAX_IGNORED = 4096
+_MAX_IGNORED_NAME = 1024
 _ZERO_BLOCK = bytes(512)
 _REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 _MAX_META = 1 << 20  # longest GNU long name or pax header block accepted
@@ -370,7 +373,7 @@ def _take(
         expected = None
     else:
         # Legacy leftovers (<id>/json, <id>/VERSION) and unknown extras: dropped.
-        if len(result.ignored) < _MAX_IGNORED:
+        if len(result.ignored) < _MAX_IGNORED and len(name) <= _MAX_IGNORED_NAME:
             result.ignored.add(name)
         return
     key = expected or name

@@ -185,3 +185,20 @@ def test_gzip_wrapped_containers_image_archive() -> None:
     # k3s air-gap style: a whole docker-archive gzipped.
     data = gzip.compress(containers_image_archive(sample_images()), mtime=0)
     assert "docker.io/library/other:1" in names(scan(data))
+
+
+def test_unused_member_names_are_remembered_within_bounds(monkeypatch) -> None:
+    from shipit.archive import reader
+
+    monkeypatch.setattr(reader, "_MAX_IGNORED", 10)
+    extras: list[tuple[str, bytes | str]] = [(f"extra/{i}", b"") for i in range(20)]
+    extras.append(("extra/" + "x" * 2000, b""))
+    data = _tar(extras + list(_entries(ggcr_tarball(sample_images()))))
+    scanned = reader.scan(io.BytesIO(data), LayerPolicy(None, spool=False))
+    assert len(scanned.ignored) == 10
+    assert all(len(name) <= reader._MAX_IGNORED_NAME for name in scanned.ignored)
+
+
+def _entries(data: bytes) -> list[tuple[str, bytes | str]]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar if m.isreg()]  # type: ignore[union-attr]
