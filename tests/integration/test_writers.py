@@ -477,6 +477,17 @@ def written(corpus, request) -> Written:
     return corpus.made[archive]
 
 
+def layer_compressions(path: Path) -> set[str]:
+    report = json.loads(shipit_ok("inspect", path, "--json"))
+    return {
+        layer["compression"]
+        for image in report["images"]
+        for manifest in image["manifests"]
+        for layer in manifest["layers"]
+        if layer["compression"]
+    }
+
+
 def shipit_ok(*args: object) -> str:
     done = run_shipit(*args, timeout=300)
     assert done.returncode == 0, f"shipit {args[0]}: {done.stderr.strip()}"
@@ -564,7 +575,12 @@ def test_plain_docker_load_fails_where_the_table_says(rig, cell):
         problems = _landed(rig, engine, written)
         if done.returncode != 0:
             problems.insert(0, "docker load: " + done.stderr.strip().splitlines()[-1])
-        expected_fail = DOCKER_LOAD_FAILS.get(archive, lambda e: False)(rig["engines"][engine])
+        # ctr exports layers as the content store holds them: zstd once an image arrived
+        # so (test_archives ships zstd into the containerd store), which 20.10 cannot read.
+        zstd_inside = "zstd" in layer_compressions(written.path)
+        expected_fail = DOCKER_LOAD_FAILS.get(archive, lambda e: False)(rig["engines"][engine]) or (
+            zstd_inside and not rig["engines"][engine]["zstd"]
+        )
         assert bool(problems) == expected_fail, problems or "docker load succeeded"
     finally:
         _clean(rig, engine, written)
