@@ -81,9 +81,8 @@ def containerd_socket(rig: dict[str, Any], engine: str) -> str:
     return recorded or str(Path(rig["rig_dir"]) / engine / "containerd" / "containerd.sock")
 
 
-def first_engine(rig: dict[str, Any], store: str, newest: bool = False) -> str:
-    engines = [e for e in ENGINES if rig["engines"][e]["store"] == store]
-    return engines[-1] if newest else engines[0]
+def first_engine(rig: dict[str, Any], store: str) -> str:
+    return next(e for e in ENGINES if rig["engines"][e]["store"] == store)
 
 
 # The corpus --------------------------------------------------------------------------
@@ -271,26 +270,25 @@ def make_crane(corpus: Corpus) -> None:
 def make_ctr(corpus: Corpus) -> None:
     """``ctr images export`` from a containerd-store engine's own containerd (namespace
     moby), under names of its own that are removed again afterwards."""
-    ctr = [find_tool(corpus.rig, "ctr"), "-a", None, "-n", "moby"]
-    for engine in [e for e in ENGINES if corpus.rig["engines"][e]["store"] == "containerd"][:1]:
-        ctr[2] = containerd_socket(corpus.rig, engine)
-        names = {f"docker.io/library/ctr-{image}": image for image in SOURCE_IMAGES}
-        for name, image in names.items():
-            run(*ctr, "images", "tag", "--force", f"docker.io/library/{image}", name)
-        landings = [
-            landing(corpus, name.rsplit("/", 1)[1], engine, image) for name, image in names.items()
-        ]
-        try:
-            for label, flags in (
-                ("ctr images export", []),
-                ("ctr images export --all-platforms", ["--all-platforms"]),
-                ("ctr images export --skip-manifest-json", ["--skip-manifest-json"]),
-            ):
-                out = corpus.folder / (label.replace(" ", "-").replace("--", "") + ".tar")
-                run(*ctr, "images", "export", *flags, out, *names)
-                corpus.made[label] = Written(out, landings, index_names(out))
-        finally:
-            run(*ctr, "images", "rm", *names)
+    engine = first_engine(corpus.rig, "containerd")
+    ctr = [find_tool(corpus.rig, "ctr"), "-a", containerd_socket(corpus.rig, engine), "-n", "moby"]
+    names = {f"docker.io/library/ctr-{image}": image for image in SOURCE_IMAGES}
+    for name, image in names.items():
+        run(*ctr, "images", "tag", "--force", f"docker.io/library/{image}", name)
+    landings = [
+        landing(corpus, name.rsplit("/", 1)[1], engine, image) for name, image in names.items()
+    ]
+    try:
+        for label, flags in (
+            ("ctr images export", []),
+            ("ctr images export --all-platforms", ["--all-platforms"]),
+            ("ctr images export --skip-manifest-json", ["--skip-manifest-json"]),
+        ):
+            out = corpus.folder / (label.replace(" ", "-").replace("--", "") + ".tar")
+            run(*ctr, "images", "export", *flags, out, *names)
+            corpus.made[label] = Written(out, landings, index_names(out))
+    finally:
+        run(*ctr, "images", "rm", *names)
 
 
 def make_buildx(corpus: Corpus) -> None:
