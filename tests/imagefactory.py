@@ -132,6 +132,60 @@ def legacy_archive(images: list[TestImage]) -> bytes:
     return _tar(entries)
 
 
+def containers_image_archive(images: list[TestImage]) -> bytes:
+    """skopeo/podman ``docker-archive``: layers as top-level ``<diff_id hex>.tar``, each
+    with a ``<v1id>/layer.tar`` symlink to it, ``<config hex>.json``, full names."""
+    entries: list[tuple[str, bytes | str]] = []
+    manifest = []
+    written: set[str] = set()
+    for image in images:
+        config = image.config
+        parent = ""
+        for layer in image.layers:
+            hexpart = sha(layer)[7:]
+            v1 = hashlib.sha256((parent + hexpart + sha(config)).encode()).hexdigest()
+            parent = v1
+            if hexpart not in written:
+                written.add(hexpart)
+                entries.append((f"{hexpart}.tar", layer))
+            entries.append((f"{v1}/layer.tar", f"../{hexpart}.tar"))
+            entries.append((f"{v1}/VERSION", b"1.0"))
+            entries.append((f"{v1}/json", b'{"id":"' + v1.encode() + b'"}'))
+        entries.append((sha(config)[7:] + ".json", config))
+        manifest.append(
+            {
+                "Config": sha(config)[7:] + ".json",
+                "RepoTags": [f"docker.io/library/{tag}" for tag in image.tags],
+                "Layers": [sha(layer)[7:] + ".tar" for layer in image.layers],
+            }
+        )
+    entries.append(("manifest.json", json.dumps(manifest).encode()))
+    entries.append(("repositories", b"{}"))
+    return _tar(entries)
+
+
+def ggcr_tarball(images: list[TestImage]) -> bytes:
+    """go-containerregistry's tarball (``crane pull --format tarball``): config named
+    ``sha256:<hex>``, gzip layers as ``<digest hex>.tar.gz``, one shared copy each."""
+    entries: list[tuple[str, bytes | str]] = []
+    manifest = []
+    written: set[str] = set()
+    for image in images:
+        config = image.config
+        entries.append((sha(config), config))
+        paths = []
+        for layer in image.layers:
+            data = gzip.compress(layer, mtime=0)
+            path = sha(data)[7:] + ".tar.gz"
+            if path not in written:
+                written.add(path)
+                entries.append((path, data))
+            paths.append(path)
+        manifest.append({"Config": sha(config), "RepoTags": image.tags, "Layers": paths})
+    entries.append(("manifest.json", json.dumps(manifest).encode()))
+    return _tar(entries)
+
+
 def oci_archive(
     images: list[TestImage],
     layer_compression: str = "none",

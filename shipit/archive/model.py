@@ -7,6 +7,7 @@ whose uncompressed digest was computed matches the config's ``rootfs.diff_ids``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -81,10 +82,24 @@ def build(scan: Scan) -> list[Image]:
     elif "manifest.json" in scan.top:
         images = _from_legacy(scan)
     else:
-        raise BadInput("neither index.json nor manifest.json found: not a docker save archive")
+        raise BadInput(_no_top_documents(scan))
     if not images:
         raise BadInput("the archive holds no image")
     return images
+
+
+def _no_top_documents(scan: Scan) -> str:
+    nested = sorted(
+        (n for n in scan.ignored if n.rsplit("/", 1)[-1] in ("index.json", "manifest.json")),
+        key=lambda n: (n.count("/"), n),
+    )
+    if nested:
+        return (
+            f"neither index.json nor manifest.json at the top of the archive, but {nested[0]!r}: "
+            "an image layout inside a folder, which shipit cannot read yet "
+            "(make the tar from inside that folder)"
+        )
+    return "neither index.json nor manifest.json found: not a docker save archive"
 
 
 # OCI layout (Engine 25+, containerd store, shipit) ---------------------------------
@@ -106,6 +121,10 @@ def _from_index(scan: Scan) -> list[Image]:
     return [Image(tuple(names), node) for names, node in images.values()]
 
 
+#: One path component of an image name (distribution's reference grammar).
+_BARE_NAME = re.compile(r"\A[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z")
+
+
 def _entry_names(entry: Descriptor, node: Node, legacy_names: dict[str, list[str]]) -> list[str]:
     full = entry.annotations.get(ANNOTATION_IMAGE_NAME)
     ref = entry.annotations.get(ANNOTATION_REF_NAME)
@@ -113,9 +132,14 @@ def _entry_names(entry: Descriptor, node: Node, legacy_names: dict[str, list[str
         return [normalize_ref(full)]
     if ref and ("/" in ref or ":" in ref):
         return [normalize_ref(ref)]
-    # A bare tag says too little; manifest.json's RepoTags name the image fully.
-    if isinstance(node, ImageManifest):
-        return [normalize_ref(n) for n in legacy_names.get(node.config.digest, [])]
+    # A bare ref.name says too little; manifest.json's RepoTags name the image fully
+    # (the classic store reads only those).
+    if isinstance(node, ImageManifest) and legacy_names.get(node.config.digest):
+        return [normalize_ref(n) for n in legacy_names[node.config.digest]]
+    # Without them, docker load (containerd store) takes it as an image name, so "v1"
+    # is v1:latest; one that is no valid name leaves the image untagged, as there.
+    if ref and _BARE_NAME.match(ref):
+        return [normalize_ref(ref)]
     return []
 
 
@@ -248,6 +272,8 @@ def _from_legacy(scan: Scan) -> list[Image]:
                 raise BadInput(f"{what}: layer path is not a string")
             key = _blob_key(path)
             record = scan.blob(key)
+            if record is None and scan.resolve(key) in scan.ignored:
+                raise BadInput(f"{what}: layer {path!r} is {_unread_layout(path)}")
             _check_layer(record, None, None, diff_id, what)
             # An uncompressed blob's own digest is its diff_id (even if it is no tar).
             uncompressed = record is not None and record.source_compression == "none"
@@ -256,7 +282,7 @@ def _from_legacy(scan: Scan) -> list[Image]:
                     f"{what}: layer {path!r} is {short(record.source_digest)}, "  # type: ignore[union-attr]
                     f"config says {short(diff_id)}"
                 )
-            layers.append(Layer(_final_key(scan, key), None, diff_id))
+            layers.append(Layer(scan.resolve(key), None, diff_id))
         config_desc = Descriptor(DOCKER_CONFIG, config.digest, config.size)
         manifest = ImageManifest(None, None, config, config_desc, tuple(layers))
         tags = entry.get("RepoTags") or []
@@ -272,18 +298,23 @@ def _blob_key(path: str) -> str:
     return path
 
 
-def _final_key(scan: Scan, key: str) -> str:
-    seen: set[str] = set()
-    while key in scan.aliases and key not in seen:
-        seen.add(key)
-        key = scan.aliases[key]
-    return key
+_HEX_RUN = re.compile(r"[0-9a-f]{32,}")
+
+
+def _unread_layout(path: str) -> str:
+    """Names the layout of a layer file shipit read past, for a one-line refusal."""
+    shape = _HEX_RUN.sub("<hex>", path)
+    return (
+        f"in the archive, but stored as {shape!r}, a layout shipit cannot read yet "
+        "(it reads blobs/sha256/<digest>, <id>/layer.tar, <digest>.tar and <digest>.tar.gz)"
+    )
 
 
 def _legacy_config(scan: Scan, path: str, what: str) -> Document:
-    if path.startswith("blobs/sha256/"):
-        digest = _blob_key(path)
-        doc = scan.documents.get(digest)
+    key = scan.resolve(_blob_key(path))
+    if key.startswith("sha256:"):
+        # blobs/sha256/<hex>, or a top-level file named by its digest (sha256:<hex>).
+        doc = scan.documents.get(key)
     else:
         doc = scan.legacy_configs.get(path)
         if doc is not None:

@@ -2,7 +2,10 @@
 
 Layouts: Engine ≤ 24 legacy (``<id>/layer.tar``, ``<hex>.json``, ``manifest.json``),
 Engine 25+ OCI layout with ``manifest.json``, containerd-store saves (Docker media types
-inside an OCI index, nested indexes), shipit's own output, and any of these wrapped in
+inside an OCI index, nested indexes), shipit's own output, the other writers' archives
+(see docs/archives.md): skopeo/podman ``docker-archive`` (layers as top-level
+``<digest>.tar``), go-containerregistry tarballs (``<digest>.tar.gz`` layers, config named
+``sha256:<digest>``), OCI archives without ``manifest.json``; and any of these wrapped in
 gzip or zstd. Entries are taken in whatever order the tar has them: small JSON documents
 are kept in memory, every other blob is handed to a ``BlobHandler`` while it streams past.
 
@@ -27,6 +30,9 @@ from shipit.oci import MAX_DOCUMENT, Document, short
 
 CHUNK = 1 << 20
 _BLOB = re.compile(r"\Ablobs/([^/]+)/([^/]+)\Z")
+# Top-level files named by their own digest: containers/image (skopeo, podman) writes
+# layers as <hex>.tar, go-containerregistry as <hex>.tar.gz and its config as sha256:<hex>.
+_NAMED_BY_DIGEST = re.compile(r"\A(?:([0-9a-f]{64})\.tar(?:\.gz)?|sha256:([0-9a-f]{64}))\Z")
 _HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no entry shipit reads has one in its name
 _TOP_DOCS = {"index.json", "manifest.json", "oci-layout", "repositories"}
@@ -67,15 +73,23 @@ class Scan:
     top: dict[str, bytes] = field(default_factory=dict)  # index.json, manifest.json, ...
     legacy_configs: dict[str, Document] = field(default_factory=dict)  # by member path
     blobs: dict[str, BlobRecord] = field(default_factory=dict)  # by key
-    aliases: dict[str, str] = field(default_factory=dict)  # symlinked layer path → target
+    # symlinked layer path → target, and digest-named member path → its digest
+    aliases: dict[str, str] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # blob keys in arrival order
+    #: Members read past unused (bounded): a manifest.json naming one of them is in a
+    #: layout shipit does not read, which is worth saying instead of "missing".
+    ignored: set[str] = field(default_factory=set)
 
-    def blob(self, key: str) -> BlobRecord | None:
+    def resolve(self, key: str) -> str:
+        """The key a member path is kept under (following symlinks and digest names)."""
         seen: set[str] = set()
         while key in self.aliases and key not in seen:
             seen.add(key)
             key = self.aliases[key]
-        return self.blobs.get(key)
+        return key
+
+    def blob(self, key: str) -> BlobRecord | None:
+        return self.blobs.get(self.resolve(key))
 
 
 class CountingReader(Reader):
@@ -148,6 +162,10 @@ def _member_name(raw: str) -> str:
     return name
 
 
+# Names of unused members remembered for error messages: bounded in count and length
+# (a GNU long name may be 1 MiB), so a hostile archive cannot make them eat memory.
+_MAX_IGNORED = 4096
+_MAX_IGNORED_NAME = 1024
 _ZERO_BLOCK = bytes(512)
 _REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 _MAX_META = 1 << 20  # longest GNU long name or pax header block accepted
@@ -330,6 +348,7 @@ def _take(
     handle_blob: BlobHandler,
 ) -> None:
     blob = _BLOB.match(name)
+    named = _NAMED_BY_DIGEST.match(name)
     if name in _TOP_DOCS or (not blob and name.endswith(".json") and "/" not in name):
         data = _read_document(body, size, name)
         _same_once(seen_files, name, hashlib.sha256(data).hexdigest())
@@ -345,10 +364,18 @@ def _take(
         if not _HEX64.match(hexpart):
             raise BadInput("blob name is not a sha256 digest")
         expected: str | None = f"sha256:{hexpart}"
+    elif named:
+        # Verified against the digest its name claims, then found by that name.
+        expected = f"sha256:{named.group(1) or named.group(2)}"
+        if name != expected:
+            result.aliases[name] = expected
     elif name.endswith("/layer.tar") and name.count("/") == 1:
         expected = None
     else:
-        return  # legacy leftovers (<id>/json, <id>/VERSION) and unknown extras: dropped
+        # Legacy leftovers (<id>/json, <id>/VERSION) and unknown extras: dropped.
+        if len(result.ignored) < _MAX_IGNORED and len(name) <= _MAX_IGNORED_NAME:
+            result.ignored.add(name)
+        return
     key = expected or name
     head = read_exactly(body, min(size, 512))
     if expected and (expected in result.blobs or expected in result.documents):

@@ -73,9 +73,10 @@ def remove(rig: dict[str, Any], engine: str, *refs: str) -> None:
     docker_cli(rig, engine, "image", "prune", "-f", check=False)
 
 
-def run_image(rig: dict[str, Any], engine: str, image: str) -> str:
-    """Run ``image`` on ``engine`` with testcontainers and wait for its known output."""
-    expected = OUTPUT[image]
+def run_image(rig: dict[str, Any], engine: str, image: str, expected: str | None = None) -> str:
+    """Run ``image`` on ``engine`` with testcontainers and wait for its known output
+    (``expected``, or what the rig image of that name prints)."""
+    expected = expected or OUTPUT[image]
     # testcontainers builds its client with docker.from_env: point it at the engine through
     # the environment it reads, and let the API version be negotiated (20.10 tops at 1.41).
     env = {"DOCKER_HOST": socket(rig, engine)}

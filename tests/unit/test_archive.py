@@ -5,7 +5,15 @@ from __future__ import annotations
 import io
 
 import pytest
-from imagefactory import legacy_archive, oci_archive, sample_images, sha, validate
+from imagefactory import (
+    containers_image_archive,
+    ggcr_tarball,
+    legacy_archive,
+    oci_archive,
+    sample_images,
+    sha,
+    validate,
+)
 
 from shipit.compression import Codec
 from shipit.pipeline import Result, convert_stream, scan_only
@@ -21,6 +29,8 @@ LAYOUTS = {
     "oci-zstd-no-manifest-json": lambda: oci_archive(
         sample_images(), "zstd", with_manifest_json=False
     ),
+    "skopeo-podman-docker-archive": lambda: containers_image_archive(sample_images()),
+    "crane-tarball": lambda: ggcr_tarball(sample_images()),
 }
 
 
