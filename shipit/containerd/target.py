@@ -45,6 +45,7 @@ from shipit.containerd.address import (
 from shipit.errors import (
     ConnectionFailed,
     EngineError,
+    PermissionDenied,
     ShipitError,
     Unsupported,
     UsageError,
@@ -267,7 +268,7 @@ def import_error(name: str, completed: Completed) -> ShipitError:
     if "no space left" in low:
         return EngineError(f"importing into {name}: the node's disk is full ({why})")
     if "permission denied" in low:
-        return ConnectionFailed(f"importing into {name}: {why}")
+        return PermissionDenied(f"importing into {name}: {why}")
     if "no unpack platforms" in low:
         return EngineError(
             f"importing into {name}: containerd rejected the image: its transfer service "
@@ -282,7 +283,7 @@ def access_error(name: str, facts: NodeFacts) -> ShipitError:
     low = why.lower()
     who = facts.user or "the ssh user"
     if "permission denied" in low:
-        return ConnectionFailed(
+        return PermissionDenied(
             f"{name}: {who} cannot open the containerd socket {facts.socket} (permission "
             f"denied) and may not run `sudo -n {facts.command[0] if facts.command else 'ctr'}`"
             "; add the user to the socket's group or allow ctr in sudoers"

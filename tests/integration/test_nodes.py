@@ -263,7 +263,7 @@ def test_a_user_without_access_gets_one_line(rig, nodes, node):
         "--ssh-config",
         nodes["ssh"]["config"],
     )
-    assert done.returncode == 3, done
+    assert done.returncode == 4, done
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert "permission denied" in lines[0] and "sudo -n" in lines[0], lines[0]

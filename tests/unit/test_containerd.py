@@ -20,7 +20,7 @@ from shipit.containerd.target import (
     probe_script,
     version_tuple,
 )
-from shipit.errors import ConnectionFailed, EngineError, UsageError
+from shipit.errors import ConnectionFailed, EngineError, PermissionDenied, UsageError
 from shipit.platforms import Platform
 from shipit.remote import Completed
 
@@ -247,6 +247,6 @@ def test_no_access_says_what_to_do():
         access_error='failed to dial "/run/containerd/containerd.sock": permission denied',
     )
     error = access_error("node1", facts)
-    assert isinstance(error, ConnectionFailed) and error.exit_code == 3
+    assert isinstance(error, PermissionDenied) and error.exit_code == 4
     assert "ops cannot open the containerd socket /run/containerd/containerd.sock" in str(error)
     assert "sudo -n /usr/bin/ctr" in str(error)
