@@ -11,13 +11,13 @@ import contextlib
 import shlex
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import paramiko
 
 from shipit import ssh
-from shipit.errors import ConnectionFailed
+from shipit.errors import ConnectionFailed, ShipitError
 from shipit.options import Connect
 
 #: Output kept from a command (its stdout and stderr each): enough for any listing
@@ -114,6 +114,48 @@ class RemoteHost:
             return Completed(command, channel.recv_exit_status(), bytes(out), bytes(err))
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ConnectionFailed(f"`{command}` on {self.name}: the connection broke") from exc
+        finally:
+            with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
+                channel.close()
+
+    def stream(
+        self,
+        argv: Sequence[str],
+        *,
+        failed: Callable[[Completed], ShipitError] | None = None,
+        chunk_size: int = 1 << 20,
+    ) -> Iterator[bytes]:
+        """Run ``argv`` and yield its stdout as it comes (an archive it writes). If it exits
+        non-zero, raise ``failed(completed)`` (default: a ShipitError with its last words)
+        after the last chunk. Closing the generator early closes the channel."""
+        command = " ".join(shlex.quote(a) for a in argv)
+        try:
+            channel = self.session.transport.open_session(timeout=ssh.DEFAULT_TIMEOUT)
+            channel.exec_command(command)
+            channel.shutdown_write()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectionFailed(f"running a command on {self.name}: {exc}") from exc
+        err = bytearray()
+        reader = threading.Thread(target=_drain, args=(channel.recv_stderr, err), daemon=True)
+        reader.start()
+        try:
+            while True:
+                try:
+                    chunk = channel.recv(chunk_size)
+                except (paramiko.SSHException, OSError, EOFError) as exc:
+                    raise ConnectionFailed(
+                        f"`{command}` on {self.name}: the connection broke"
+                    ) from exc
+                if not chunk:
+                    break
+                yield chunk
+            status = channel.recv_exit_status()
+            reader.join(10)
+            if status != 0:
+                done = Completed(command, status, b"", bytes(err))
+                if failed is not None:
+                    raise failed(done)
+                raise ShipitError(f"`{command}` on {self.name}: {done.why()}")
         finally:
             with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
                 channel.close()

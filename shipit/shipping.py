@@ -29,7 +29,7 @@ from shipit.platforms import Platform
 from shipit.policy import layout_for, plan
 from shipit.progress import Event, Progress
 from shipit.report import Report, TargetResult, report_of
-from shipit.target import Holdings, HoldsNothing, Plan, Target, open_target
+from shipit.target import Holdings, HoldsNothing, Plan, Target, open_source, open_target
 from shipit.transform import LayerPolicy
 
 
@@ -94,14 +94,12 @@ def ship_many(
     """Ship to several targets from one read of the source: each distinct layer
     compression is produced once, targets are fed concurrently, each with its own delta.
     A target that fails does not stop the others; its error is in its result."""
-    from shipit.daemon.target import DockerSource
-
     names = checked_names(images)
     if not targets:
         raise UsageError("name at least one --to target")
     outcomes = {name: TargetResult(name) for name in targets}
     with ExitStack() as stack:
-        origin = stack.enter_context(DockerSource.open(source, options.connect))
+        origin = stack.enter_context(open_source(source, options.connect))
         layers = origin.layers(names)  # ImageNotFound before any target is touched
         # The source engine takes seconds before its first byte (a classic store exports
         # every layer first): connect to the targets and ask them what they hold meanwhile.
@@ -429,10 +427,8 @@ def save(
     progress: Progress | None = None,
 ) -> Report:
     """Save images (all their tags, shared layers once) from an engine into an archive."""
-    from shipit.daemon.target import DockerSource
-
     names = checked_names(images)
-    with DockerSource.open(source, options.connect) as origin:
+    with open_source(source, options.connect) as origin:
         return _write_archive(
             lambda: IterReader(origin.save(names)), output, codec, options, progress
         )

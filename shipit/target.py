@@ -13,7 +13,7 @@ shipit.archive.target.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from shipit.memo import Memo
     from shipit.options import Connect
     from shipit.pipeline import Result, Subscriber
+    from shipit.podman.target import PodmanHost
     from shipit.progress import Progress
+    from shipit.ssh import SSHSession
     from shipit.transform import Layout
 
 
@@ -56,6 +58,10 @@ class Capabilities:
     manifest or index sent; ``none``: nothing to check."""
     describe: str
     """For messages: ``rig-d20 (Engine 20.10.24, classic store)``."""
+    full_repo_tags: bool = False
+    """It wants full references in ``manifest.json`` (Podman: else it names ``localhost/…``)."""
+    one_index_entry: bool = False
+    """It reads ``index.json`` only when that names one image once (Podman 4)."""
 
     def readable(self, compression: str) -> bool:
         return compression in self.compressions
@@ -183,6 +189,9 @@ def open_target(address: str | None, connect: Connect) -> Target:
 
     - ``file:PATH`` or a path ending in ``.tar`` (also ``.tar.gz``, ``.tar.zst``): an
       archive file;
+    - ``podman://[user@]host[:port]``: Podman on that host over SSH;
+    - an SSH destination (``ssh://…``, an alias) whose host has ``podman`` and no
+      ``docker``: Podman there (one command over SSH tells, before Docker is tried);
     - anything else: a Docker engine (a URL, a context, an SSH alias; see
       shipit.daemon.address).
     """
@@ -190,9 +199,70 @@ def open_target(address: str | None, connect: Connect) -> Target:
         from shipit.archive.target import ArchiveTarget
 
         return ArchiveTarget(address.removeprefix("file:"))
+    from shipit.podman.target import SCHEME, PodmanTarget
+
+    if address is not None and address.startswith(SCHEME):
+        return PodmanTarget.open(address, connect)
+    session, podman = _reach(address, connect)
+    if podman is not None:
+        return PodmanTarget.on(podman)
     from shipit.daemon.target import DockerTarget
 
-    return DockerTarget.open(address, connect)
+    return DockerTarget.open(address, connect, session=session)
+
+
+def open_source(address: str | None, connect: Connect) -> Source:
+    """The engine an address names, to save images from: the rules of ``open_target``
+    without the archive one (an archive is read by ``shipit load``)."""
+    from shipit.podman.target import SCHEME, PodmanSource
+
+    if address is not None and address.startswith(SCHEME):
+        return PodmanSource.open(address, connect)
+    session, podman = _reach(address, connect)
+    if podman is not None:
+        return PodmanSource(podman)
+    from shipit.daemon.target import DockerSource
+
+    return DockerSource.open(address, connect, session=session)
+
+
+def _reach(address: str | None, connect: Connect) -> tuple[SSHSession | None, PodmanHost | None]:
+    """For an SSH destination, one session and one command on it tell what the host runs:
+    its Podman if it has ``podman`` and no ``docker`` (the session is then Podman's), else
+    the session for the Docker engine. Not an SSH destination: (None, None)."""
+    from shipit.daemon.address import parse_address
+    from shipit.podman.target import PodmanHost
+    from shipit.remote import RemoteHost
+
+    where = parse_address(address)
+    if where.ssh_host is None:
+        return None, None
+    remote = RemoteHost.open(
+        where.ssh_host, connect, user=where.ssh_user, port=where.ssh_port, name=where.name
+    )
+    try:
+        podman = PodmanHost.detect(remote)
+    except BaseException:
+        remote.close()
+        raise
+    return (None, podman) if podman is not None else (remote.session, None)
+
+
+class Source(Protocol):
+    """An engine to save images from (shipit.daemon.target.DockerSource,
+    shipit.podman.target.PodmanSource)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def layers(self, names: list[str]) -> list[list[str]]: ...
+    def platforms(self, names: list[str]) -> dict[str, Platform]: ...
+    def keeps_indexes(self) -> bool: ...
+    def save(self, names: list[str]) -> Iterator[bytes]: ...
+    def save_size(self, names: list[str]) -> int | None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Source: ...
+    def __exit__(self, *exc: object) -> None: ...
 
 
 def _is_archive_path(address: str) -> bool:

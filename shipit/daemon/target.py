@@ -25,6 +25,7 @@ from shipit.options import Connect
 from shipit.pipeline import Result, Subscriber, subscriber_stream
 from shipit.platforms import Platform
 from shipit.progress import Progress
+from shipit.ssh import SSHSession
 from shipit.target import Capabilities, Holdings, Plan, TargetFacts
 
 
@@ -39,9 +40,15 @@ class DockerTarget:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, address: str | None, connect: Connect) -> DockerTarget:
+    def open(
+        cls, address: str | None, connect: Connect, *, session: SSHSession | None = None
+    ) -> DockerTarget:
+        """``session``: the SSH session to the host ``address`` names, if already open."""
         endpoint = resolve_endpoint(
-            address, ssh_config=connect.ssh_config, accept_new_host_key=connect.accept_new_host_key
+            address,
+            ssh_config=connect.ssh_config,
+            accept_new_host_key=connect.accept_new_host_key,
+            session=session,
         )
         try:
             return cls(endpoint, probe(endpoint))
@@ -212,12 +219,15 @@ class DockerSource:
         return self._info.capabilities().indexes
 
     @classmethod
-    def open(cls, address: str | None, connect: Connect) -> DockerSource:
+    def open(
+        cls, address: str | None, connect: Connect, *, session: SSHSession | None = None
+    ) -> DockerSource:
         return cls(
             resolve_endpoint(
                 address,
                 ssh_config=connect.ssh_config,
                 accept_new_host_key=connect.accept_new_host_key,
+                session=session,
             )
         )
 
