@@ -153,6 +153,8 @@ PrintMotd no
 X11Forwarding no
 MaxStartups 100:30:200
 MaxSessions 100
+# podman image scp copies its archive with sftp (the benchmark compares with it)
+Subsystem sftp internal-sftp
 
 Match User $ROOTFUL
   SetEnv PATH=$PM/bin-rootful

@@ -124,10 +124,9 @@ class RemoteHost:
         *,
         failed: Callable[[Completed], ShipitError] | None = None,
         chunk_size: int = 1 << 20,
-    ) -> Iterator[bytes]:
-        """Run ``argv`` and yield its stdout as it comes (an archive it writes). If it exits
-        non-zero, raise ``failed(completed)`` (default: a ShipitError with its last words)
-        after the last chunk. Closing the generator early closes the channel."""
+    ) -> RemoteStream:
+        """Run ``argv`` and read its stdout as it comes (an archive it writes); see
+        RemoteStream."""
         command = " ".join(shlex.quote(a) for a in argv)
         try:
             channel = self.session.transport.open_session(timeout=ssh.DEFAULT_TIMEOUT)
@@ -135,30 +134,7 @@ class RemoteHost:
             channel.shutdown_write()
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ConnectionFailed(f"running a command on {self.name}: {exc}") from exc
-        err = bytearray()
-        reader = threading.Thread(target=_drain, args=(channel.recv_stderr, err), daemon=True)
-        reader.start()
-        try:
-            while True:
-                try:
-                    chunk = channel.recv(chunk_size)
-                except (paramiko.SSHException, OSError, EOFError) as exc:
-                    raise ConnectionFailed(
-                        f"`{command}` on {self.name}: the connection broke"
-                    ) from exc
-                if not chunk:
-                    break
-                yield chunk
-            status = channel.recv_exit_status()
-            reader.join(10)
-            if status != 0:
-                done = Completed(command, status, b"", bytes(err))
-                if failed is not None:
-                    raise failed(done)
-                raise ShipitError(f"`{command}` on {self.name}: {done.why()}")
-        finally:
-            with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
-                channel.close()
+        return RemoteStream(self.name, command, channel, failed, chunk_size)
 
     def measure_link(self) -> float:
         return self.session.measure_link()
@@ -171,6 +147,63 @@ class RemoteHost:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class RemoteStream(Iterator[bytes]):
+    """A remote command's stdout, chunk by chunk. If the command exits non-zero, the
+    iteration ends by raising ``failed(completed)`` (default: a ShipitError with its
+    last words). ``close`` may be called from any thread, also while another one waits
+    for a chunk: it closes the channel, which ends the command's output."""
+
+    def __init__(
+        self,
+        name: str,
+        command: str,
+        channel: paramiko.Channel,
+        failed: Callable[[Completed], ShipitError] | None,
+        chunk_size: int,
+    ) -> None:
+        self.name, self.command = name, command
+        self._channel = channel
+        self._failed = failed
+        self._chunk_size = chunk_size
+        self._err = bytearray()
+        self._closed = False
+        self._reader = threading.Thread(
+            target=_drain, args=(channel.recv_stderr, self._err), daemon=True
+        )
+        self._reader.start()
+
+    def __next__(self) -> bytes:
+        if self._closed:
+            raise StopIteration
+        try:
+            chunk = self._channel.recv(self._chunk_size)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            if self._closed:
+                raise StopIteration from None
+            self.close()
+            raise ConnectionFailed(
+                f"`{self.command}` on {self.name}: the connection broke"
+            ) from exc
+        if chunk:
+            return chunk
+        if self._closed:
+            raise StopIteration
+        status = self._channel.recv_exit_status()
+        self._reader.join(10)
+        self.close()
+        if status != 0:
+            done = Completed(self.command, status, b"", bytes(self._err))
+            if self._failed is not None:
+                raise self._failed(done)
+            raise ShipitError(f"`{self.command}` on {self.name}: {done.why()}")
+        raise StopIteration
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
+            self._channel.close()
 
 
 def _drain(recv: object, into: bytearray) -> None:

@@ -132,6 +132,35 @@ def legacy_archive(images: list[TestImage]) -> bytes:
     return _tar(entries)
 
 
+def podman_archive(images: list[TestImage]) -> bytes:
+    """``podman save --format docker-archive`` (4.3): each layer as ``<diff_id>.tar`` at the
+    top, ``<v1id>/layer.tar`` a symlink to it, full references in RepoTags."""
+    entries: list[tuple[str, bytes | str]] = []
+    manifest = []
+    written: set[str] = set()
+    for image in images:
+        config = image.config
+        paths = []
+        parent = ""
+        for layer in image.layers:
+            top = sha(layer)[7:] + ".tar"
+            v1 = hashlib.sha256((parent + sha(layer) + sha(config)).encode()).hexdigest()
+            parent = v1
+            if top not in written:
+                written.add(top)
+                entries.append((top, layer))
+            entries.append((f"{v1}/layer.tar", f"../{top}"))
+            entries.append((f"{v1}/VERSION", b"1.0"))
+            entries.append((f"{v1}/json", b'{"id":"' + v1.encode() + b'"}'))
+            paths.append(top)
+        entries.append((sha(config)[7:] + ".json", config))
+        tags = [t if "/" in t else f"docker.io/library/{t}" for t in image.tags]
+        manifest.append({"Config": sha(config)[7:] + ".json", "RepoTags": tags, "Layers": paths})
+    entries.append(("manifest.json", json.dumps(manifest).encode()))
+    entries.append(("repositories", b"{}"))
+    return _tar(entries)
+
+
 def oci_archive(
     images: list[TestImage],
     layer_compression: str = "none",

@@ -28,6 +28,9 @@ from shipit.oci import MAX_DOCUMENT, Document, short
 CHUNK = 1 << 20
 _BLOB = re.compile(r"\Ablobs/([^/]+)/([^/]+)\Z")
 _HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
+#: ``podman save --format docker-archive`` (containers/image) writes each layer as
+#: ``<diff_id hex>.tar`` at the top, which ``<id>/layer.tar`` symlinks point to.
+_TOP_LAYER = re.compile(r"\A[0-9a-f]{64}\.tar\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no entry shipit reads has one in its name
 _TOP_DOCS = {"index.json", "manifest.json", "oci-layout", "repositories"}
 
@@ -309,7 +312,8 @@ def scan(src: Readable, handle_blob: BlobHandler) -> Scan:
 
 
 def _add_alias(result: Scan, seen_files: dict[str, str], name: str, target: str) -> None:
-    # Engine ≤ 24 writes a symlink for a layer.tar whose content another layer has.
+    # Engine ≤ 24 writes a symlink for a layer.tar whose content another layer has;
+    # Podman one for every layer.tar, to the <diff_id>.tar beside manifest.json.
     if not name.endswith("/layer.tar"):
         raise UnsafeArchive(f"entry {name!r} is a symlink; only legacy layer.tar may be one")
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
@@ -345,8 +349,8 @@ def _take(
         if not _HEX64.match(hexpart):
             raise BadInput("blob name is not a sha256 digest")
         expected: str | None = f"sha256:{hexpart}"
-    elif name.endswith("/layer.tar") and name.count("/") == 1:
-        expected = None
+    elif (name.endswith("/layer.tar") and name.count("/") == 1) or _TOP_LAYER.match(name):
+        expected = None  # checked against the config's diff_ids
     else:
         return  # legacy leftovers (<id>/json, <id>/VERSION) and unknown extras: dropped
     key = expected or name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from imagefactory import legacy_archive, oci_archive, sample_images, sha, validate
+from imagefactory import legacy_archive, oci_archive, podman_archive, sample_images, sha, validate
 
 from shipit.compression import Codec
 from shipit.pipeline import Result, convert_stream, scan_only
@@ -13,6 +13,7 @@ from shipit.transform import LayerPolicy
 
 LAYOUTS = {
     "legacy-20.10": lambda: legacy_archive(sample_images()),
+    "podman-4.3": lambda: podman_archive(sample_images()),
     "oci-25-classic": lambda: oci_archive(sample_images()),
     "containerd-gzip": lambda: oci_archive(sample_images(), "gzip", docker_types=True),
     "containerd-nested": lambda: oci_archive(
