@@ -221,7 +221,8 @@ def test_redeploy_sends_only_the_changed_layer(rig, podman_rig, host, tmp_path):
     _clear(podman_rig, host, "app:v1", "app:v2")
     common = ("--from", socket(rig, "d26"), *_to(podman_rig, host))
     first = _ship("app:v1", *common)
-    assert first["layers_skipped"] == 0 and first["bytes_sent"] > BASE_MB * 1e6 / 4
+    # The base went (busybox may be there already: rosie has the same layer).
+    assert first["layers_sent"] >= 2 and first["bytes_sent"] > BASE_MB * 1e6 / 4, first
     second = _ship("app:v2", *common)
     assert second["layers_skipped"] == 2, second  # busybox and the base stayed put
     assert second["bytes_sent"] <= 0.02 * first["bytes_sent"], second
