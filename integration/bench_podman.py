@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +27,7 @@ LOCAL = ("--root", str(BENCH / "root"), "--runroot", str(BENCH / "run"))
 
 def sh(command: str, **kw) -> float:
     start = time.monotonic()
+    kw.setdefault("stderr", subprocess.DEVNULL)  # podman's progress lines
     subprocess.run(["bash", "-o", "pipefail", "-c", command], check=True, **kw)
     return time.monotonic() - start
 
@@ -82,6 +85,7 @@ def scp_setup(host: str) -> str:
 
 
 def scp(image: str, connection: str) -> float:
+    # Podman 4.3's scp authenticates with an ssh-agent only (see main).
     env = {**os.environ, "HOME": str(BENCH / "home")}
     return sh(
         f"podman {' '.join(LOCAL)} image scp {image} {connection}::",
@@ -112,6 +116,10 @@ def main() -> None:
     )
     rows.append(("docker save | ssh podman load", cold, size, warm, size))
     clear(host)
+    agent = subprocess.run(["ssh-agent", "-s"], capture_output=True, text=True, check=True)
+    for key, value in re.findall(r"(SSH_AUTH_SOCK|SSH_AGENT_PID)=([^;]+);", agent.stdout):
+        os.environ[key] = value
+    subprocess.run(["ssh-add", "-q", str(PM / "ssh" / "id_ed25519")], check=True)
     try:
         connection = scp_setup(host)
         cold = scp("app:v1", connection)
@@ -119,12 +127,14 @@ def main() -> None:
         rows.append(("podman image scp", cold, size, warm, size))
     except subprocess.CalledProcessError as exc:
         print(f"podman image scp failed: {exc}", file=sys.stderr)
+    finally:
+        os.kill(int(os.environ["SSH_AGENT_PID"]), signal.SIGTERM)
     clear(host)
     print(f"Into {host} over SSH on loopback (app:v1 cold, then app:v2 onto it)\n")
     print("| method | cold s | cold MB sent | redeploy s | redeploy MB sent |")
     print("|---|---|---|---|---|")
     for name, c, cs, w, ws in rows:
-        print(f"| {name} | {c:.1f} | {cs / 1e6:.1f} | {w:.1f} | {ws / 1e6:.2f} |")
+        print(f"| {name} | {c:.1f} | {cs / 1e6:.1f} | {w:.1f} | {ws / 1e6:.3f} |")
 
 
 if __name__ == "__main__":

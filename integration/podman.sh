@@ -99,6 +99,11 @@ exec /usr/bin/sudo -n /usr/bin/podman --root $PM/root --runroot $PM/run --storag
   for b in podman newuidmap newgidmap slirp4netns fuse-overlayfs; do
     ln -sfn "/usr/bin/$b" "$PM/bin-rootless/$b"
   done
+  # podman image scp (which the benchmark compares with) runs these on the far end.
+  for b in mktemp rm; do
+    ln -sfn "/usr/bin/$b" "$PM/bin-rootful/$b"
+    ln -sfn "/usr/bin/$b" "$PM/bin-rootless/$b"
+  done
   write_if_changed "$SUDOERS" "# shipit rig: rootful Podman for $ROOTFUL
 $ROOTFUL ALL=(root) NOPASSWD: /usr/bin/podman" || true
   chmod 440 "$SUDOERS"

@@ -188,8 +188,19 @@ class PodmanHost:
             raise EngineError(f"{self.name}: `podman info` said something unreadable") from exc
 
     def inspect(self, names: list[str]) -> dict[str, dict[str, Any]]:
-        """``podman image inspect`` of each name that exists (by name as asked)."""
+        """``podman image inspect`` of each name that exists (by name as asked): one
+        command for all (each costs ~0.4 s of ssh, sudo and podman starting), one per
+        name only if some name is missing."""
         out: dict[str, dict[str, Any]] = {}
+        if len(names) > 1:
+            done = self.remote.run(["podman", "image", "inspect", "--format", "json", *names])
+            if done.ok:
+                try:
+                    found = json.loads(done.stdout)
+                except ValueError as exc:
+                    raise EngineError(f"{self.name}: `podman image inspect` unreadable") from exc
+                if isinstance(found, list) and len(found) == len(names):
+                    return dict(zip(names, found, strict=True))
         for name in names:
             done = self.remote.run(["podman", "image", "inspect", "--format", "json", name])
             if not done.ok:
