@@ -806,8 +806,10 @@ cmd_up() {
   ensure_images
   check_ssh
   write_rig_json
-  # Kubernetes-like nodes: containerd without Docker, with their own sshd.
+  # Kubernetes-like nodes (containerd without Docker) and Podman hosts, each
+  # behind an sshd of their own.
   bash "$HERE/nodes.sh" up
+  SHIPIT_RIG_DIR="$RIG" SHIPIT_RIG_SSH_PORT="$SSH_PORT" bash "$HERE/podman.sh" up
   log "up: $(cmd_status_lines | tr '\n' ';' | sed 's/;$//; s/;/; /g')"
   log "rig description: $RIG/rig.json"
 }
@@ -826,7 +828,10 @@ cmd_down() {
   fi
   [[ -d $RIG ]] || return 0
   take_lock
-  if [[ $purge == 1 ]]; then bash "$HERE/nodes.sh" down --purge; else bash "$HERE/nodes.sh" down; fi
+  local side=()
+  [[ $purge == 1 ]] && side=(--purge)
+  bash "$HERE/nodes.sh" down "${side[@]}"
+  SHIPIT_RIG_DIR="$RIG" SHIPIT_RIG_SSH_PORT="$SSH_PORT" bash "$HERE/podman.sh" down "${side[@]}"
   # dockerds first (they stop their containers), in parallel, then their
   # containerds, then sshd.
   local pids=()

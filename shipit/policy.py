@@ -109,7 +109,14 @@ def layout_for(caps: Capabilities, platforms: tuple[Platform, ...]) -> Layout:
             f"--platform names {len(wanted)}: {', '.join(map(str, wanted))}"
         )
     default = wanted[0] if wanted else (caps.platform or Platform.host())
-    return Layout(wanted, caps.indexes, caps.manifest_json, default)
+    return Layout(
+        wanted,
+        caps.indexes,
+        caps.manifest_json,
+        default,
+        full_repo_tags=caps.full_repo_tags,
+        one_index_entry=caps.one_index_entry,
+    )
 
 
 def plan(caps: Capabilities, options: ShipOptions, link: float | None, *, alone: bool) -> Plan:

@@ -11,13 +11,13 @@ import contextlib
 import shlex
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import paramiko
 
 from shipit import ssh
-from shipit.errors import ConnectionFailed
+from shipit.errors import ConnectionFailed, ShipitError
 from shipit.options import Connect
 
 #: Output kept from a command (its stdout and stderr each): enough for any listing
@@ -118,6 +118,24 @@ class RemoteHost:
             with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
                 channel.close()
 
+    def stream(
+        self,
+        argv: Sequence[str],
+        *,
+        failed: Callable[[Completed], ShipitError] | None = None,
+        chunk_size: int = 1 << 20,
+    ) -> RemoteStream:
+        """Run ``argv`` and read its stdout as it comes (an archive it writes); see
+        RemoteStream."""
+        command = " ".join(shlex.quote(a) for a in argv)
+        try:
+            channel = self.session.transport.open_session(timeout=ssh.DEFAULT_TIMEOUT)
+            channel.exec_command(command)
+            channel.shutdown_write()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectionFailed(f"running a command on {self.name}: {exc}") from exc
+        return RemoteStream(self.name, command, channel, failed, chunk_size)
+
     def measure_link(self) -> float:
         return self.session.measure_link()
 
@@ -129,6 +147,63 @@ class RemoteHost:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class RemoteStream(Iterator[bytes]):
+    """A remote command's stdout, chunk by chunk. If the command exits non-zero, the
+    iteration ends by raising ``failed(completed)`` (default: a ShipitError with its
+    last words). ``close`` may be called from any thread, also while another one waits
+    for a chunk: it closes the channel, which ends the command's output."""
+
+    def __init__(
+        self,
+        name: str,
+        command: str,
+        channel: paramiko.Channel,
+        failed: Callable[[Completed], ShipitError] | None,
+        chunk_size: int,
+    ) -> None:
+        self.name, self.command = name, command
+        self._channel = channel
+        self._failed = failed
+        self._chunk_size = chunk_size
+        self._err = bytearray()
+        self._closed = False
+        self._reader = threading.Thread(
+            target=_drain, args=(channel.recv_stderr, self._err), daemon=True
+        )
+        self._reader.start()
+
+    def __next__(self) -> bytes:
+        if self._closed:
+            raise StopIteration
+        try:
+            chunk = self._channel.recv(self._chunk_size)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            if self._closed:
+                raise StopIteration from None
+            self.close()
+            raise ConnectionFailed(
+                f"`{self.command}` on {self.name}: the connection broke"
+            ) from exc
+        if chunk:
+            return chunk
+        if self._closed:
+            raise StopIteration
+        status = self._channel.recv_exit_status()
+        self._reader.join(10)
+        self.close()
+        if status != 0:
+            done = Completed(self.command, status, b"", bytes(self._err))
+            if self._failed is not None:
+                raise self._failed(done)
+            raise ShipitError(f"`{self.command}` on {self.name}: {done.why()}")
+        raise StopIteration
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
+            self._channel.close()
 
 
 def _drain(recv: object, into: bytearray) -> None:

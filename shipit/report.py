@@ -69,6 +69,7 @@ class Report:
         if self.target and self.target.kind != "archive":
             out["target"] = {
                 "name": self.target.name,
+                "kind": self.target.kind,
                 "store": self.target.store,
                 "version": self.target.version,
                 "api_version": self.target.api_version,

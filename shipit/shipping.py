@@ -15,9 +15,8 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Protocol
 
-from shipit.addresses import open_target
+from shipit.addresses import open_source, open_target
 from shipit.archive.reader import CountingReader
 from shipit.archive.target import ArchiveTarget
 from shipit.compression import Codec, Readable
@@ -27,23 +26,11 @@ from shipit.memo import Compressed, Memo
 from shipit.oci import familiar_ref
 from shipit.options import ShipOptions
 from shipit.pipeline import IterReader, Producer, Result, Subscriber, Tee
-from shipit.platforms import Platform
 from shipit.policy import explain, layout_for, plan
 from shipit.progress import Event, Progress
 from shipit.report import Report, TargetResult, report_of
-from shipit.target import Holdings, HoldsNothing, Plan, Target
+from shipit.target import Holdings, HoldsNothing, Plan, Source, Target
 from shipit.transform import LayerPolicy
-
-
-class _EngineSource(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    def layers(self, names: list[str]) -> list[list[str]]: ...
-    def platforms(self, names: list[str]) -> dict[str, Platform]: ...
-    def keeps_indexes(self) -> bool: ...
-    def save(self, names: list[str]) -> Iterator[bytes]: ...
-    def save_size(self, names: list[str]) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -99,15 +86,13 @@ def ship_many(
     """Ship to several targets from one read of the source: each distinct layer
     compression is produced once, targets are fed concurrently, each with its own delta.
     A target that fails does not stop the others; its error is in its result."""
-    from shipit.daemon.target import DockerSource
-
     started = time.monotonic()
     names = checked_names(images)
     if not targets:
         raise UsageError("name at least one --to target")
     outcomes = {name: TargetResult(name) for name in targets}
     with ExitStack() as stack:
-        origin = stack.enter_context(DockerSource.open(source, options.connect))
+        origin = stack.enter_context(open_source(source, options.connect))
         layers = origin.layers(names)  # ImageNotFound before any target is touched
         size = origin.save_size(names)
         # The source engine takes seconds before its first byte (a classic store exports
@@ -179,7 +164,7 @@ def _open_feed(
 
 def _platforms_checked(
     feeds: list[_Feed],
-    origin: _EngineSource,
+    origin: Source,
     names: list[str],
     outcomes: dict[str, TargetResult],
 ) -> list[_Feed]:
@@ -211,7 +196,7 @@ def _platforms_checked(
 
 
 def _open_save(
-    take: Callable[[], Iterator[bytes] | None], origin: _EngineSource, names: list[str]
+    take: Callable[[], Iterator[bytes] | None], origin: Source, names: list[str]
 ) -> Callable[[], Readable]:
     """The source stream of one attempt: the save already under way, if still unused."""
     return lambda: IterReader(take() or origin.save(names))
@@ -402,7 +387,7 @@ def _known_for(
 class _SaveAhead:
     """The source's save, requested in the background; ``take`` hands it over once."""
 
-    def __init__(self, origin: _EngineSource, names: list[str]) -> None:
+    def __init__(self, origin: Source, names: list[str]) -> None:
         self._chunks: Iterator[bytes] | None = None
         self._error: ShipitError | None = None
         self._lock = threading.Lock()
@@ -412,7 +397,7 @@ class _SaveAhead:
         )
         self._thread.start()
 
-    def _request(self, origin: _EngineSource, names: list[str]) -> None:
+    def _request(self, origin: Source, names: list[str]) -> None:
         try:
             chunks = origin.save(names)
         except ShipitError as exc:
@@ -493,10 +478,8 @@ def save(
     progress: Progress | None = None,
 ) -> Report:
     """Save images (all their tags, shared layers once) from an engine into an archive."""
-    from shipit.daemon.target import DockerSource
-
     names = checked_names(images)
-    with DockerSource.open(source, options.connect) as origin:
+    with open_source(source, options.connect) as origin:
         return _write_archive(
             lambda: IterReader(origin.save(names)), output, codec, options, progress
         )

@@ -12,7 +12,7 @@ shipit.archive.target.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -54,6 +54,10 @@ class Capabilities:
     manifest or index sent; ``none``: nothing to check."""
     describe: str
     """For messages: ``rig-d20 (Engine 20.10.24, classic store)``."""
+    full_repo_tags: bool = False
+    """It wants full references in ``manifest.json`` (Podman: else it names ``localhost/…``)."""
+    one_index_entry: bool = False
+    """It reads ``index.json`` only when that names one image once (Podman 4)."""
 
     def readable(self, compression: str) -> bool:
         return compression in self.compressions
@@ -185,4 +189,21 @@ class Target(Protocol):
 
     def __enter__(self) -> Target: ...
 
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class Source(Protocol):
+    """An engine to save images from (shipit.daemon.target.DockerSource,
+    shipit.podman.target.PodmanSource)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def layers(self, names: list[str]) -> list[list[str]]: ...
+    def platforms(self, names: list[str]) -> dict[str, Platform]: ...
+    def keeps_indexes(self) -> bool: ...
+    def save(self, names: list[str]) -> Iterator[bytes]: ...
+    def save_size(self, names: list[str]) -> int | None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Source: ...
     def __exit__(self, *exc: object) -> None: ...

@@ -376,6 +376,12 @@ class Layout:
     indexes: bool = True
     manifest_json: bool = True
     default: Platform = field(default_factory=Platform.host)
+    full_repo_tags: bool = False
+    """``manifest.json`` names images by full reference (``docker.io/library/rosie:latest``),
+    not the familiar form ``docker load`` reads (Podman would put ``localhost/`` in front)."""
+    one_index_entry: bool = False
+    """``index.json`` names each image once, by its first name (Podman reads an OCI archive
+    only when its index has one entry; it gets the other names by ``podman tag``)."""
 
 
 @dataclass(frozen=True)
@@ -556,14 +562,18 @@ def _shape(rewritten: Rewritten, layout: Layout) -> Output:
             for manifest in chosen:
                 _keep_manifest(manifest, rewritten, documents)
         landed.append(Landed(image.names, root, tuple(m.manifest for m in chosen)))
-        entries.extend(_index_entries(root, image.names))
+        entries.extend(
+            _index_entries(root, image.names[:1] if layout.one_index_entry else image.names)
+        )
         legacy_one = _legacy_choice(chosen, layout)
         if layout.manifest_json and legacy_one is not None:
             _add_legacy(
                 legacy,
                 blob_path(legacy_one.manifest.config.digest),
                 [blob_path(d) for d in _manifest_layer_digests(legacy_one, rewritten)],
-                [familiar_ref(n) for n in image.names],
+                list(image.names)
+                if layout.full_repo_tags
+                else [familiar_ref(n) for n in image.names],
             )
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
     manifest_json = None

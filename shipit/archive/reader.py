@@ -327,7 +327,8 @@ def scan(src: Readable, handle_blob: BlobHandler) -> Scan:
 
 
 def _add_alias(result: Scan, seen_files: dict[str, str], name: str, target: str) -> None:
-    # Engine ≤ 24 writes a symlink for a layer.tar whose content another layer has.
+    # Engine ≤ 24 writes a symlink for a layer.tar whose content another layer has;
+    # Podman one for every layer.tar, to the <diff_id>.tar beside manifest.json.
     if not name.endswith("/layer.tar"):
         raise UnsafeArchive(f"entry {name!r} is a symlink; only legacy layer.tar may be one")
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))

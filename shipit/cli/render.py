@@ -212,6 +212,8 @@ def print_report(
     data: dict[str, Any] = report.to_dict()
     target = report.target if report.target and report.target.kind != "archive" else None
     where = f" into {target.name} ({target.store} store, Engine {target.version})" if target else ""
+    if target and target.kind == "podman":
+        where = f" into {target.name} (Podman {target.version}, {target.store})"
     if report.output:
         where = f" to {report.output}"
     speed = report.bytes_read / report.seconds / 1e6 if report.seconds else 0

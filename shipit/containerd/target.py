@@ -579,23 +579,12 @@ def probe(host: RemoteHost, want: str, socket: str | None) -> NodeFacts:
     return parse_probe(done.text)
 
 
-def open_detected(address: str, connect: Connect) -> ContainerdTarget | None:
-    """For a plain SSH alias: a ContainerdTarget when the host has ``ctr`` or ``k3s`` and
-    no ``docker``; None for a Docker host, or when the host cannot be reached this way
-    (the Docker target then says why)."""
-    from shipit.ssh import parse_user_host_port
+def open_on(host: RemoteHost, address: str) -> ContainerdTarget:
+    """The containerd of an SSH host already known to have ``ctr`` or ``k3s`` and no
+    ``docker`` (shipit.addresses asked it), on the session ``host`` holds."""
+    from shipit.daemon.address import parse_address
 
-    try:
-        user, hostname, port = parse_user_host_port(address)
-        host = RemoteHost.open(hostname, connect, user=user, port=port, name=address)
-    except ShipitError:
-        return None
-    try:
-        facts = probe(host, "docker", None)
-        if facts.docker or (facts.via == "" and not facts.has):
-            host.close()
-            return None
-        return ContainerdTarget.checked(host, facts, NodeAddress(address, hostname, user, port))
-    except BaseException:
-        host.close()
-        raise
+    where = parse_address(address)
+    facts = probe(host, "docker", None)
+    node = NodeAddress(address, where.ssh_host or address, where.ssh_user, where.ssh_port)
+    return ContainerdTarget.checked(host, facts, node)

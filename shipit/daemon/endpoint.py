@@ -220,15 +220,18 @@ def resolve_endpoint(
     accept_new_host_key: bool = False,
     timeout: float = ssh.DEFAULT_TIMEOUT,
     sudo: bool | None = None,
+    session: ssh.SSHSession | None = None,
 ) -> Endpoint:
     """Connect to the engine ``target`` names (see shipit.daemon.address) and negotiate its API.
 
     ``timeout`` bounds connecting (TCP, SSH handshake, authentication, the first API call);
     it is not a limit on later transfers. Over SSH, ``sudo`` True runs the remote end as
     ``sudo -n docker``; None tries that once when the user may not open the socket.
+    ``session``: an SSH session to the host ``target`` names, already open (it is then
+    the endpoint's to close).
     """
     where = parse_address(target)
-    endpoint = _connect(where, ssh_config, accept_new_host_key, timeout)
+    endpoint = _connect(where, ssh_config, accept_new_host_key, timeout, session)
     try:
         if sudo and endpoint.session is not None:
             _through_sudo(endpoint, timeout)
@@ -274,6 +277,7 @@ def _connect(
     ssh_config: str | os.PathLike[str] | None,
     accept_new_host_key: bool,
     timeout: float,
+    session: ssh.SSHSession | None = None,
 ) -> Endpoint:
     if where.url is not None:
         try:
@@ -284,13 +288,14 @@ def _connect(
             raise ConnectionFailed(f"{where.name}: {exc}") from exc
         return Endpoint(where.name, api)
     assert where.ssh_host is not None
-    host = ssh.resolve_host(
-        where.ssh_host,
-        user=where.ssh_user,
-        port=where.ssh_port,
-        config=ssh.load_config(ssh_config),
-    )
-    session = ssh.connect(host, accept_new_host_key=accept_new_host_key, timeout=timeout)
+    if session is None:
+        host = ssh.resolve_host(
+            where.ssh_host,
+            user=where.ssh_user,
+            port=where.ssh_port,
+            config=ssh.load_config(ssh_config),
+        )
+        session = ssh.connect(host, accept_new_host_key=accept_new_host_key, timeout=timeout)
     try:
         return Endpoint(where.name, _ssh_api(session, timeout), session)
     except (docker.errors.DockerException, paramiko.SSHException) as exc:

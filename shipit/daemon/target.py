@@ -26,6 +26,7 @@ from shipit.options import Connect
 from shipit.pipeline import Result, Subscriber, subscriber_stream
 from shipit.platforms import Platform
 from shipit.progress import Progress
+from shipit.ssh import SSHSession
 from shipit.target import Capabilities, Holdings, Plan, TargetFacts
 
 
@@ -41,12 +42,16 @@ class DockerTarget:
         self._delta: Delta | None = None
 
     @classmethod
-    def open(cls, address: str | None, connect: Connect) -> DockerTarget:
+    def open(
+        cls, address: str | None, connect: Connect, *, session: SSHSession | None = None
+    ) -> DockerTarget:
+        """``session``: the SSH session to the host ``address`` names, if already open."""
         endpoint = resolve_endpoint(
             address,
             ssh_config=connect.ssh_config,
             accept_new_host_key=connect.accept_new_host_key,
             sudo=connect.sudo,
+            session=session,
         )
         try:
             return cls(endpoint, probe(endpoint))
@@ -263,13 +268,16 @@ class DockerSource:
         return self._info.capabilities().indexes
 
     @classmethod
-    def open(cls, address: str | None, connect: Connect) -> DockerSource:
+    def open(
+        cls, address: str | None, connect: Connect, *, session: SSHSession | None = None
+    ) -> DockerSource:
         return cls(
             resolve_endpoint(
                 address,
                 ssh_config=connect.ssh_config,
                 accept_new_host_key=connect.accept_new_host_key,
                 sudo=connect.sudo,
+                session=session,
             )
         )
 

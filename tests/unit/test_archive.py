@@ -21,6 +21,7 @@ from shipit.transform import LayerPolicy
 
 LAYOUTS = {
     "legacy-20.10": lambda: legacy_archive(sample_images()),
+    "podman-4.3": lambda: containers_image_archive(sample_images()),
     "oci-25-classic": lambda: oci_archive(sample_images()),
     "containerd-gzip": lambda: oci_archive(sample_images(), "gzip", docker_types=True),
     "containerd-nested": lambda: oci_archive(

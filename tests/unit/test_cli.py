@@ -7,7 +7,8 @@ import signal
 
 import pytest
 
-import shipit.daemon.target
+import shipit.daemon
+import shipit.ssh
 from shipit.cli import main
 
 
@@ -25,7 +26,7 @@ def test_an_eoferror_is_a_closed_connection_not_a_bare_aborted(monkeypatch, caps
     def closed(*args, **kwargs):
         raise EOFError
 
-    monkeypatch.setattr(shipit.daemon.target, "resolve_endpoint", closed)
+    monkeypatch.setattr(shipit.ssh, "connect", closed)  # "somewhere" is an SSH destination
     with pytest.raises(SystemExit) as exited:
         main(["info", "somewhere"])
     assert exited.value.code == 3

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from shipit.addresses import _is_plain_ssh_alias
+from shipit.addresses import is_ssh_destination
 from shipit.archive.reader import BlobRecord
 from shipit.containerd.address import parse_node_address
 from shipit.containerd.target import (
@@ -68,12 +68,16 @@ def test_bad_node_addresses_are_usage_errors(address, says):
         parse_node_address(address)
 
 
-def test_only_plain_ssh_aliases_are_probed_for_containerd():
-    assert _is_plain_ssh_alias("node1")
-    assert _is_plain_ssh_alias("ops@node1")
-    assert not _is_plain_ssh_alias("ssh://node1")
-    assert not _is_plain_ssh_alias("unix:///run/docker.sock")
-    assert not _is_plain_ssh_alias("default")
+def test_only_ssh_destinations_are_asked_which_engine_they_run(monkeypatch):
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", "/nonexistent")
+    assert is_ssh_destination("node1")
+    assert is_ssh_destination("ops@node1")
+    assert is_ssh_destination("ssh://node1")
+    assert not is_ssh_destination("unix:///run/docker.sock")
+    assert not is_ssh_destination("tcp://10.0.0.1:2375")
+    assert not is_ssh_destination("default")
 
 
 SUDO_NODE = """has ctr /usr/bin/ctr
