@@ -957,6 +957,15 @@ write_rig_json() {
 
 # ---------------------------------------------------------------- commands
 
+# Unmount every mount at or below path prefix $1, deepest first (so rm never
+# crosses into a mount). Only when nothing of the rig runs there any more.
+unmount_below() {
+  awk -v r="$1" 'index($2, r) == 1 { print $2 }' /proc/self/mounts |
+    sort -r | while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" || true
+  done
+}
+
 REBUILD=0
 
 cmd_up() {
@@ -1033,12 +1042,11 @@ cmd_down() {
   done
   wait "${pids[@]}"
   stop_pid "$SSH/sshd.pid" "$SSH/sshd_config" 10
+  # dockerd bind-mounts its data-root onto itself and leaves that mount behind
+  # when it exits; a killed daemon may leave more (overlays, shm).
+  unmount_below "$RIG/"
   log "down: stopped"
   if [[ $purge == 1 ]]; then
-    # Unmount whatever a killed daemon may have left mounted below $RIG
-    # before deleting, deepest first, so rm never crosses into a mount.
-    awk -v r="$RIG/" 'index($2, r) == 1 { print $2 }' /proc/self/mounts |
-      sort -r | while read -r m; do umount -l "$m" || true; done
     for e in "${ENGINES[@]}"; do
       rm -rf "$(engine_dir "$e")"
     done
