@@ -282,13 +282,17 @@ enabled_units() {
 }
 
 # The packages' scripts enable docker.service, docker.socket,
-# containerd.service and ssh.service for the next boot. The rig starts its own
-# daemons and never needs them, so it disables again what this install
-# enabled (nothing that was enabled before) and says so.
+# containerd.service and ssh.service (and podman's netavark helpers) for the
+# next boot. The rig starts its own daemons and never needs them, so it
+# disables again those of them this install enabled (nothing that was enabled
+# before; nothing else, e.g. a getty of a systemd pulled in as a dependency)
+# and says so.
+RIG_UNITS='^(docker|containerd|ssh|sshd|sshd-keygen|podman|netavark)([.@-].*)?\.(service|socket)$'
 disable_new_units() {
   local before=$1 now newly=() u
   now=$(enabled_units)
-  mapfile -t newly < <(LC_ALL=C comm -13 <(printf '%s\n' "$before") <(printf '%s\n' "$now") | sed '/^$/d')
+  mapfile -t newly < <(LC_ALL=C comm -13 <(printf '%s\n' "$before") <(printf '%s\n' "$now") |
+    grep -E "$RIG_UNITS" || true)
   [[ ${#newly[@]} -gt 0 ]] || return 0
   if command -v systemctl >/dev/null; then
     apt_quiet "systemctl disable ${newly[*]}" systemctl disable "${newly[@]}"
@@ -389,7 +393,7 @@ ensure_suite() {
   local suite=$1 dir=$CACHE/$1 pkgs
   read -ra pkgs <<<"$(suite_packages "$suite")"
   local stamp=$dir/.complete
-  if [[ -f $stamp && "$(head -n 1 "$stamp")" == "packages: ${pkgs[*]}" &&
+  if [[ -f $stamp && "$(head -n 1 "$stamp")" == "packages: ${pkgs[*]/%//$suite}" &&
     -x $dir/usr/sbin/dockerd && -x $dir/usr/bin/containerd ]]; then
     return 0
   fi
@@ -415,20 +419,28 @@ Pin-Priority: 50" || true
   # The suite's Release file may be signed by keys an old
   # debian-archive-keyring lacks (Debian 12 got trixie's in 2023.3+deb12u2):
   # then upgrade the keyring from the system's own release and try again.
+  # Any other failure (an expired Release file, an unreachable mirror) stops
+  # here with apt's own error line.
   if ! apt_update_source "$sources"; then
-    apt_update_once
-    log "upgrading debian-archive-keyring for the $suite signing keys"
-    apt_quiet "apt-get install debian-archive-keyring" "${APT_INSTALL[@]}" debian-archive-keyring
-    apt_update_source "$sources" || die "apt-get update of $sources failed; last lines of $APT_LOG:
-$(tail -n 25 "$APT_LOG")"
+    local updated=0
+    if tail -n 30 "$APT_LOG" | grep -qE 'NO_PUBKEY|is not signed'; then
+      apt_update_once
+      log "upgrading debian-archive-keyring for the $suite signing keys"
+      apt_quiet "apt-get install debian-archive-keyring" "${APT_INSTALL[@]}" debian-archive-keyring
+      apt_update_source "$sources" && updated=1
+    fi
+    [[ $updated == 1 ]] ||
+      die "apt-get update of $sources failed: $(grep -E '^E:' "$APT_LOG" | tail -n 1) (log: $APT_LOG)"
   fi
 
   local debs=$CACHE/debs-$suite
   rm -rf "$debs" "$dir"
   mkdir -p "$debs" "$dir"
   # APT::Sandbox::User=root: the _apt user cannot write into $RIG/cache.
-  (cd "$debs" && apt_quiet "apt-get download -t $suite ${pkgs[*]}" \
-    apt-get download -q -o APT::Sandbox::User=root -t "$suite" "${pkgs[@]}")
+  # PKG/SUITE takes that suite's version even when it is older than the
+  # installed one (-t would not: bookworm's 20.10 on a Debian 13 machine).
+  (cd "$debs" && apt_quiet "apt-get download ${pkgs[*]/%//$suite}" \
+    apt-get download -q -o APT::Sandbox::User=root "${pkgs[@]/%//$suite}")
   local deb
   for deb in "$debs"/*.deb; do
     dpkg -x "$deb" "$dir"
@@ -443,7 +455,7 @@ $(tail -n 25 "$APT_LOG")"
   if apt-get -s upgrade 2>/dev/null | grep -qE "^Inst .*Debian(-Security)?:$v[ ./]"; then
     die "apt would upgrade packages from $suite; check $prefs"
   fi
-  { echo "packages: ${pkgs[*]}" && (cd "$debs" && ls ./*.deb); } >"$stamp"
+  { echo "packages: ${pkgs[*]/%//$suite}" && (cd "$debs" && ls ./*.deb); } >"$stamp"
 }
 
 # Every suite the engines and tools of this release need.
@@ -925,6 +937,10 @@ write_rig_json() {
     # "version" is the upstream one (20.10.24); "server_version" is what the
     # engine reports, with Debian's suffix (20.10.24+dfsg1).
     ver=$(dk "$e" version -f '{{.Server.Version}}')
+    # The engine is named after its Docker major version: catch a wrong binary
+    # (or a suite that moved on to the next major version) here.
+    [[ $ver == "$(engine_family "$e" | cut -c2-)".* ]] ||
+      die "$e: runs Docker $ver, expected $(engine_family "$e" | cut -c2-).x (binaries from $(engine_prefix "$e")/usr)"
     api=$(dk "$e" version -f '{{.Server.APIVersion}}')
     drv=$(dk "$e" info -f '{{json .DriverStatus}}')
     store=classic
