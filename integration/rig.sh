@@ -29,7 +29,7 @@ export DEBIAN_FRONTEND=noninteractive
 # A caller's docker settings must not redirect our CLI calls, and we never touch
 # the real user's ~/.docker (DOCKER_CONFIG points into the rig).
 unset DOCKER_HOST DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
-export DOCKER_BUILDKIT=0 # classic builder: works on all three, needs no images
+export DOCKER_BUILDKIT=0 # classic builder: works on all five, needs no images
 
 RIG=${SHIPIT_RIG_DIR:-/var/tmp/shipit-rig}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -154,8 +154,8 @@ suite_apt_version() {
 
 # Binaries and PATH per engine. containerd finds containerd-shim-runc-v2 on its
 # PATH and the shim finds runc there: unpacked engines get their suite's
-# binaries first but the system's runc (trixie's and sid's runc need glibc
-# 2.38; bookworm has 2.36, and bookworm's runc is the system's on 12 anyway).
+# binaries first but the system's runc: no runc is unpacked (trixie's and
+# sid's need glibc 2.38, Debian 12 has 2.36; on 13 the system's serves 20.10).
 engine_prefix() {
   local suite=${FAMILY_SUITE[$(engine_family "$1")]}
   if [[ $suite == system ]]; then echo ""; else echo "$CACHE/$suite"; fi
