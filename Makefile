@@ -1,12 +1,12 @@
 # shipit — make targets that do real work. `make demo` and `make test` are the two a
-# newcomer needs; both bring up the local rig (three Docker engines + sshd, root, Debian 12).
+# newcomer needs; both bring up the local rig (five Docker engines + sshd, root, Debian 12 or 13).
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 RIG    := bash integration/rig.sh
 
-.PHONY: install test unit rig-up rig-down demo lint bench
+.PHONY: install test unit rig-up rig-down demo lint bench check-debian13
 
 install: $(VENV)/.installed
 
@@ -31,9 +31,13 @@ rig-up:
 rig-down:
 	$(RIG) down
 
-# Brings up the rig and ships rosie:latest to an SSH alias of it, then runs it there.
+# Brings up the rig and ships rosie (as rosie:demo) to an SSH alias of it, then runs it there.
 demo: install rig-up
 	bash integration/demo.sh
+
+# On a Debian 12 machine: does the rig also come up on Debian 13? (debootstrap + chroot)
+check-debian13:
+	bash integration/check-debian13.sh
 
 lint: install
 	$(VENV)/bin/ruff check shipit tests integration

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# shipit integration rig: three real Docker engines and an sshd on one Debian 12
-# machine, so tests can move images between engines the way users do.
+# shipit integration rig: five real Docker engines and an sshd on one Debian 12
+# or 13 machine, so tests can move images between engines the way users do.
 #
 #   rig.sh up [--rebuild]   install what is missing, start everything, build the
 #                           test images, write $RIG/rig.json. Idempotent; fast
@@ -11,9 +11,13 @@
 #   rig.sh status           one line per engine and for sshd; exit 0 iff all up.
 #
 # Engines (each with its own containerd, data-root, exec-root, socket, log):
-#   d20   Docker 20.10 (Debian 12 docker.io)           classic store
-#   d26   Docker 26.1  (Debian 13 docker.io, unpacked) classic store
-#   d26c  Docker 26.1  + containerd image store         containerd store
+#   d20   Docker 20.10 (Debian 12 docker.io) + containerd 1.6   classic store
+#   d26   Docker 26.1  (Debian 13 docker.io) + containerd 1.7   classic store
+#   d26c  Docker 26.1  + containerd image store                 containerd store
+#   d28   Docker 28.5  (Debian unstable docker.io) + containerd 2.1  classic store
+#   d28c  Docker 28.5  + containerd image store                 containerd store
+# Each comes from the system's packages when it is this machine's release, else
+# from the other suite's debs unpacked into the cache (see plan_release).
 # sshd on 127.0.0.1:2222; user rig-dXX gets DOCKER_HOST of engine dXX.
 #
 # State lives in ${SHIPIT_RIG_DIR:-/var/tmp/shipit-rig}; see integration/README.md.
@@ -25,17 +29,17 @@ export DEBIAN_FRONTEND=noninteractive
 # A caller's docker settings must not redirect our CLI calls, and we never touch
 # the real user's ~/.docker (DOCKER_CONFIG points into the rig).
 unset DOCKER_HOST DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
-export DOCKER_BUILDKIT=0 # classic builder: works on all three, needs no images
+export DOCKER_BUILDKIT=0 # classic builder: works on all five, needs no images
 
 RIG=${SHIPIT_RIG_DIR:-/var/tmp/shipit-rig}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export DOCKER_CONFIG=$RIG/docker-config
 CACHE=$RIG/cache
-TRIXIE=$CACHE/trixie # Debian 13 docker.io + containerd, unpacked with dpkg -x
-# Debian 12's CLI (20.10, API 1.41) talks to 26 by API negotiation, and it
-# exists on every machine that has docker.io, unlike /usr/local/bin/docker.
+# The system's CLI (Debian 12: 20.10, API 1.41; Debian 13: 26.1) talks to every
+# engine by API negotiation, and it exists on every machine that has docker.io,
+# unlike /usr/local/bin/docker.
 DOCKER=/usr/bin/docker
-ENGINES=(d20 d26 d26c)
+ENGINES=(d20 d26 d26c d28 d28c)
 GROUP=shipit-rig
 SSH_HOST=127.0.0.1
 # A second rig (other SHIPIT_RIG_DIR, e.g. to try rig.sh itself) needs its own
@@ -45,8 +49,8 @@ AUTH_KEYS=.ssh/authorized_keys.shipit-rig-$SSH_PORT
 SSH=$RIG/ssh
 # Daemons get Debian's binaries only, never a runc or shim from /usr/local.
 BASE_PATH=/usr/sbin:/usr/bin:/sbin:/bin
-APT_SOURCES=/etc/apt/sources.list.d/shipit-trixie.sources
-APT_PREFS=/etc/apt/preferences.d/shipit-trixie
+# Output of apt-get and dpkg goes here; it is shown when they fail.
+APT_LOG=$RIG/apt.log
 
 log() { printf 'rig: %s\n' "$*" >&2; }
 die() {
@@ -102,14 +106,59 @@ dk() {
   "$DOCKER" -H "unix://$(engine_sock "$e")" "$@"
 }
 
-# Binaries and PATH per engine. containerd finds containerd-shim-runc-v2 on its
-# PATH and the shim finds runc there: the 26 engines get trixie's binaries first
-# but Debian 12's runc (trixie's runc needs glibc 2.38; bookworm has 2.36).
-engine_prefix() {
+# ---------------------------------------------------------------- releases
+
+# One code path for Debian 12 and 13. Each engine family (20.10, 26, 28) comes
+# from the system's own packages when they are that version, else from another
+# suite's debs, downloaded with `apt-get download` and unpacked with dpkg -x
+# into $CACHE/SUITE without installing them (the system is never upgraded).
+#   Debian 12: d20 system, d26 trixie, d28 sid
+#   Debian 13: d20 bookworm, d26 system, d28 sid
+# Set by plan_release (from check_platform).
+RELEASE=""
+CODENAME=""
+declare -A FAMILY_SUITE=()
+plan_release() {
+  RELEASE=$1
   case $1 in
-  d20) echo "" ;;
-  *) echo "$TRIXIE" ;;
+  12)
+    CODENAME=bookworm
+    FAMILY_SUITE=([d20]=system [d26]=trixie [d28]=sid)
+    ;;
+  13)
+    CODENAME=trixie
+    FAMILY_SUITE=([d20]=bookworm [d26]=system [d28]=sid)
+    ;;
   esac
+}
+
+# d26c -> d26, d28c -> d28: the store is the only difference.
+engine_family() { echo "${1%c}"; }
+engine_store() { if [[ $1 == *c ]]; then echo containerd; else echo classic; fi; }
+
+suite_label() {
+  case $1 in
+  bookworm) echo "Debian 12 (bookworm)" ;;
+  trixie) echo "Debian 13 (trixie)" ;;
+  sid) echo "Debian unstable (sid)" ;;
+  esac
+}
+# Which Debian version string apt shows for packages of SUITE ("Debian:13.2").
+suite_apt_version() {
+  case $1 in
+  bookworm) echo 12 ;;
+  trixie) echo 13 ;;
+  sid) echo unstable ;;
+  esac
+}
+
+# Binaries and PATH per engine. containerd finds containerd-shim-runc-v2 on its
+# PATH and the shim finds runc there: unpacked engines get their suite's
+# binaries first but the system's runc: no runc is unpacked (trixie's and
+# sid's need glibc 2.38, Debian 12 has 2.36; on 13 the system's serves 20.10).
+engine_prefix() {
+  local suite=${FAMILY_SUITE[$(engine_family "$1")]}
+  if [[ $suite == system ]]; then echo ""; else echo "$CACHE/$suite"; fi
 }
 engine_path() {
   local p
@@ -159,10 +208,11 @@ check_platform() {
     # shellcheck disable=SC1091
     version_id=$(. /etc/os-release && echo "${VERSION_ID:-}")
   fi
-  if [[ $id != debian || $version_id != 12 ]]; then
-    echo "rig: needs Debian 12 (bookworm); this is ${id:-unknown} ${version_id:-?}" >&2
+  if [[ $id != debian || ($version_id != 12 && $version_id != 13) ]]; then
+    echo "rig: needs Debian 12 (bookworm) or 13 (trixie); this is ${id:-unknown} ${version_id:-?}" >&2
     exit 3
   fi
+  plan_release "$version_id"
 }
 
 # Serialize concurrent rig.sh runs (several test sessions may call `up`).
@@ -194,22 +244,74 @@ spawn() {
 
 # ---------------------------------------------------------------- packages
 
-# Keep existing config files without asking (no stdin, no tty).
-APT_INSTALL=(apt-get install -y -qq -o Dpkg::Options::=--force-confdef
-  -o Dpkg::Options::=--force-confold)
+# Keep existing config files without asking (no stdin, no tty); wait for a
+# dpkg lock held by another apt run instead of failing at once.
+APT_INSTALL=(apt-get install -y -q -o DPkg::Lock::Timeout=600
+  -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+
+# apt_quiet WHAT CMD...: run an apt-get/dpkg command with its output (some
+# hundred lines of dpkg progress even with -qq) in $APT_LOG; on failure, die
+# naming WHAT, with the log's last lines.
+apt_quiet() {
+  local what=$1
+  shift
+  mkdir -p "$RIG"
+  printf '\n$ %s\n' "$*" >>"$APT_LOG"
+  if ! "$@" >>"$APT_LOG" 2>&1 </dev/null; then
+    die "$what failed; last lines of $APT_LOG:
+$(tail -n 25 "$APT_LOG")"
+  fi
+}
 
 APT_UPDATED=0
 apt_update_once() {
   if [[ $APT_UPDATED == 0 ]]; then
     log "apt-get update"
-    apt-get update -qq
+    apt_quiet "apt-get update" apt-get update -q -o DPkg::Lock::Timeout=600
     APT_UPDATED=1
   fi
 }
 
+# Units enabled for the next boot: the symlinks in /etc/systemd/system's
+# *.wants directories (what `systemctl enable` and package scripts create,
+# with or without a running systemd).
+enabled_units() {
+  [[ -d /etc/systemd/system ]] || return 0
+  find /etc/systemd/system -mindepth 2 -maxdepth 2 -type l -path '*.wants/*' \
+    -printf '%f\n' | LC_ALL=C sort -u
+}
+
+# The packages' scripts enable docker.service, docker.socket,
+# containerd.service and ssh.service (and podman's netavark helpers) for the
+# next boot. The rig starts its own daemons and never needs them, so it
+# disables again those of them this install enabled (nothing that was enabled
+# before; nothing else, e.g. a getty of a systemd pulled in as a dependency)
+# and says so.
+RIG_UNITS='^(docker|containerd|ssh|sshd|sshd-keygen|podman|netavark)([.@-].*)?\.(service|socket)$'
+disable_new_units() {
+  local before=$1 now newly=() u
+  now=$(enabled_units)
+  mapfile -t newly < <(LC_ALL=C comm -13 <(printf '%s\n' "$before") <(printf '%s\n' "$now") |
+    grep -E "$RIG_UNITS" || true)
+  [[ ${#newly[@]} -gt 0 ]] || return 0
+  if command -v systemctl >/dev/null; then
+    apt_quiet "systemctl disable ${newly[*]}" systemctl disable "${newly[@]}"
+  else
+    for u in "${newly[@]}"; do
+      find /etc/systemd/system -mindepth 2 -maxdepth 2 -type l -path "*.wants/$u" -delete
+    done
+  fi
+  log "disabled for the next boot what the install enabled: ${newly[*]} (the rig starts its own daemons; 'systemctl enable' them if you want them)"
+}
+
 ensure_packages() {
+  # The rig's engines from the system's release, sshd, busybox for the test
+  # images, and the archive writers skopeo and podman.
   local pkgs=(docker.io containerd runc openssh-server openssh-client
-    busybox-static zstd iproute2 debian-archive-keyring util-linux passwd)
+    busybox-static zstd iproute2 debian-archive-keyring util-linux passwd
+    skopeo podman)
+  # Debian 13 ships the docker CLI in its own package.
+  [[ $RELEASE == 13 ]] && pkgs+=(docker-cli)
   local missing=() p
   # One dpkg-query for all (a warm `up` should not fork per package).
   local installed
@@ -220,117 +322,179 @@ ensure_packages() {
   done
   [[ ${#missing[@]} -eq 0 ]] && return 0
   apt_update_once
-  log "installing ${missing[*]}"
+  log "installing ${missing[*]} (log: $APT_LOG)"
   # Package scripts must not start dockerd/sshd on their default sockets and
   # ports: the rig starts its own. policy-rc.d exit 101 = "don't start".
-  local policy=/usr/sbin/policy-rc.d made_policy=0
+  local policy=/usr/sbin/policy-rc.d made_policy=0 units
   if [[ ! -e $policy ]]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy"
     chmod 755 "$policy"
     made_policy=1
   fi
+  units=$(enabled_units)
   local rc=0
-  "${APT_INSTALL[@]}" "${missing[@]}" || rc=$?
+  (apt_quiet "apt-get install ${missing[*]}" "${APT_INSTALL[@]}" "${missing[@]}") || rc=$?
   [[ $made_policy == 1 ]] && rm -f "$policy"
-  [[ $rc == 0 ]] || die "apt-get install ${missing[*]} failed"
+  [[ $rc == 0 ]] || exit 1
+  disable_new_units "$units"
 }
 
-# The Debian mirror this machine already uses for bookworm (from its apt
-# sources), so the trixie source points at the same place.
+# The Debian mirror this machine already uses for its own release (from its
+# apt sources), so the other suites' sources point at the same place.
 debian_mirror() {
   local f uri=""
   shopt -s nullglob
   for f in /etc/apt/sources.list.d/*.sources; do
     # deb822 stanzas are separated by blank lines; pick one whose Suites
-    # include plain "bookworm" and take its first URI.
-    uri=$(awk 'BEGIN { RS = ""; FS = "\n" }
+    # include plain $CODENAME and take its first URI.
+    uri=$(awk -v want="$CODENAME" 'BEGIN { RS = ""; FS = "\n" }
       { uris = ""; suites = ""
         for (i = 1; i <= NF; i++) {
           if ($i ~ /^URIs:/)   { sub(/^URIs:[ \t]*/, "", $i); uris = $i }
           if ($i ~ /^Suites:/) { sub(/^Suites:[ \t]*/, "", $i); suites = " " $i " " }
         }
-        if (suites ~ / bookworm / && uris != "") { split(uris, u, " "); print u[1]; exit }
+        if (index(suites, " " want " ") && uris != "") { split(uris, u, " "); print u[1]; exit }
       }' "$f")
     if [[ -n $uri ]]; then break; fi
   done
   if [[ -z $uri ]]; then
     for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
       [[ -r $f ]] || continue
-      uri=$(awk '$1 == "deb" { i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
-                   if ($(i + 1) == "bookworm") { print $i; exit } }' "$f")
+      uri=$(awk -v want="$CODENAME" '$1 == "deb" { i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+                   if ($(i + 1) == want) { print $i; exit } }' "$f")
       if [[ -n $uri ]]; then break; fi
     done
   fi
   shopt -u nullglob
-  [[ -n $uri ]] || die "cannot find the Debian bookworm mirror in /etc/apt sources"
+  [[ -n $uri ]] || die "cannot find the Debian $CODENAME mirror in /etc/apt sources"
   echo "${uri%/}"
 }
 
-# Docker 26.1 and containerd 1.7 come from Debian 13 (trixie), unpacked into
-# $TRIXIE without installing them: the system keeps Debian 12's packages.
-ensure_trixie() {
-  local stamp=$TRIXIE/.complete
-  if [[ -f $stamp && -x $TRIXIE/usr/sbin/dockerd && -x $TRIXIE/usr/bin/containerd ]]; then
+# What is unpacked from SUITE: an engine's docker.io + containerd, and from
+# sid also the archive writers crane (go-containerregistry) and docker-buildx.
+suite_packages() {
+  case $1 in
+  sid) echo "docker.io containerd crane docker-buildx" ;;
+  *) echo "docker.io containerd" ;;
+  esac
+}
+
+# Refresh only the index of apt source file $1 (keep the other lists as they are).
+apt_update_source() {
+  printf '\n$ apt-get update (%s only)\n' "$1" >>"$APT_LOG"
+  apt-get update -q -o DPkg::Lock::Timeout=600 \
+    -o Dir::Etc::sourcelist="$1" -o Dir::Etc::sourceparts=- \
+    -o APT::Get::List-Cleanup=0 >>"$APT_LOG" 2>&1 </dev/null
+}
+
+# ensure_suite SUITE: its packages downloaded and unpacked into $CACHE/SUITE,
+# without installing them: the system keeps its own release's packages.
+ensure_suite() {
+  local suite=$1 dir=$CACHE/$1 pkgs
+  read -ra pkgs <<<"$(suite_packages "$suite")"
+  local stamp=$dir/.complete
+  if [[ -f $stamp && "$(head -n 1 "$stamp")" == "packages: ${pkgs[*]/%//$suite}" &&
+    -x $dir/usr/sbin/dockerd && -x $dir/usr/bin/containerd ]]; then
     return 0
   fi
-  log "fetching Docker 26 + containerd 1.7 from Debian 13 (trixie)"
-
-  # Trixie's Release file is signed by the trixie keys. debian-archive-keyring
-  # 2023.3+deb12u2 (bookworm point release) carries them; an older machine
-  # gets it from bookworm itself.
-  local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-  if [[ ! -e /usr/share/keyrings/debian-archive-trixie-automatic.gpg ]]; then
-    apt_update_once
-    log "upgrading debian-archive-keyring for the trixie signing keys"
-    "${APT_INSTALL[@]}" debian-archive-keyring
-    [[ -e /usr/share/keyrings/debian-archive-trixie-automatic.gpg ]] ||
-      die "debian-archive-keyring from bookworm has no trixie keys; cannot verify trixie"
-  fi
-
-  local mirror
+  log "fetching ${pkgs[*]} from $(suite_label "$suite")"
+  local sources=/etc/apt/sources.list.d/shipit-$suite.sources
+  local prefs=/etc/apt/preferences.d/shipit-$suite
+  local keyring=/usr/share/keyrings/debian-archive-keyring.gpg mirror
   mirror=$(debian_mirror)
-  write_if_changed "$APT_SOURCES" "# Added by shipit integration/rig.sh to download Docker 26 debs.
-# Pinned to 50 in $APT_PREFS: no installed package is upgraded from here.
+  write_if_changed "$sources" "# Added by shipit integration/rig.sh to download Docker debs from $suite.
+# Pinned to 50 in $prefs: no installed package is upgraded from here.
 Types: deb
 URIs: $mirror
-Suites: trixie
+Suites: $suite
 Components: main
 Signed-By: $keyring" || true
   # Priority 50 (< 100 of installed versions): apt never upgrades an installed
-  # package to trixie, and prefers bookworm for anything available in both.
-  write_if_changed "$APT_PREFS" "# Added by shipit integration/rig.sh: never upgrade the system to trixie.
+  # package to $suite, and prefers the system's release for anything in both.
+  write_if_changed "$prefs" "# Added by shipit integration/rig.sh: never upgrade the system to $suite.
 Package: *
-Pin: release n=trixie
+Pin: release n=$suite
 Pin-Priority: 50" || true
 
-  # Refresh only the trixie index (keep the other lists as they are).
-  log "apt-get update (trixie source only)"
-  apt-get update -qq \
-    -o Dir::Etc::sourcelist="$APT_SOURCES" \
-    -o Dir::Etc::sourceparts=- \
-    -o APT::Get::List-Cleanup=0 ||
-    die "apt-get update of the trixie source failed (see above)"
+  # The suite's Release file may be signed by keys an old
+  # debian-archive-keyring lacks (Debian 12 got trixie's in 2023.3+deb12u2):
+  # then upgrade the keyring from the system's own release and try again.
+  # Any other failure (an expired Release file, an unreachable mirror) stops
+  # here with apt's own error line.
+  if ! apt_update_source "$sources"; then
+    local updated=0
+    if tail -n 30 "$APT_LOG" | grep -qE 'NO_PUBKEY|is not signed'; then
+      apt_update_once
+      log "upgrading debian-archive-keyring for the $suite signing keys"
+      apt_quiet "apt-get install debian-archive-keyring" "${APT_INSTALL[@]}" debian-archive-keyring
+      apt_update_source "$sources" && updated=1
+    fi
+    [[ $updated == 1 ]] ||
+      die "apt-get update of $sources failed: $(grep -E '^E:' "$APT_LOG" | tail -n 1) (log: $APT_LOG)"
+  fi
 
-  local debs=$CACHE/debs
-  rm -rf "$debs" "$TRIXIE"
-  mkdir -p "$debs" "$TRIXIE"
+  local debs=$CACHE/debs-$suite
+  rm -rf "$debs" "$dir"
+  mkdir -p "$debs" "$dir"
   # APT::Sandbox::User=root: the _apt user cannot write into $RIG/cache.
-  (cd "$debs" && apt-get download -qq -o APT::Sandbox::User=root \
-    -t trixie docker.io containerd) ||
-    die "apt-get download -t trixie docker.io containerd failed"
+  # PKG/SUITE takes that suite's version even when it is older than the
+  # installed one (-t would not: bookworm's 20.10 on a Debian 13 machine).
+  (cd "$debs" && apt_quiet "apt-get download ${pkgs[*]/%//$suite}" \
+    apt-get download -q -o APT::Sandbox::User=root "${pkgs[@]/%//$suite}")
   local deb
   for deb in "$debs"/*.deb; do
-    dpkg -x "$deb" "$TRIXIE"
+    dpkg -x "$deb" "$dir"
   done
-  [[ -x $TRIXIE/usr/sbin/dockerd && -x $TRIXIE/usr/bin/containerd ]] ||
-    die "trixie debs did not contain usr/sbin/dockerd and usr/bin/containerd"
+  [[ -x $dir/usr/sbin/dockerd && -x $dir/usr/bin/containerd ]] ||
+    die "$suite debs did not contain usr/sbin/dockerd and usr/bin/containerd"
 
-  # Sanity: the system must not want to upgrade anything to trixie.
+  # Sanity: the system must not want to upgrade anything to $suite.
   # (-s lines read "Inst pkg [old] (new Debian:13.x/stable [amd64])".)
-  if apt-get -s upgrade 2>/dev/null | grep -qE '^Inst .*Debian(-Security)?:13'; then
-    die "apt would upgrade packages from trixie; check $APT_PREFS"
+  local v
+  v=$(suite_apt_version "$suite")
+  if apt-get -s upgrade 2>/dev/null | grep -qE "^Inst .*Debian(-Security)?:$v[ ./]"; then
+    die "apt would upgrade packages from $suite; check $prefs"
   fi
-  (cd "$debs" && ls ./*.deb) >"$stamp"
+  { echo "packages: ${pkgs[*]/%//$suite}" && (cd "$debs" && ls ./*.deb); } >"$stamp"
+}
+
+# Every suite the engines and tools of this release need.
+ensure_suites() {
+  local f
+  for f in d20 d26 d28; do
+    [[ ${FAMILY_SUITE[$f]} == system ]] || ensure_suite "${FAMILY_SUITE[$f]}"
+  done
+}
+
+# ---------------------------------------------------------------- tools
+
+# Archive writers for the tests' corpus, each recorded in rig.json only if its
+# binary runs here: skopeo and podman from the system's release, crane and
+# docker-buildx unpacked from sid (they need glibc 2.34), ctr per engine.
+declare -A TOOLS=()
+ensure_tools() {
+  local sid=$CACHE/sid
+  local -A cmd=(
+    [skopeo]="/usr/bin/skopeo --version"
+    [podman]="/usr/bin/podman --version"
+    [crane]="$sid/usr/bin/crane version"
+    [buildx]="$sid/usr/libexec/docker/cli-plugins/docker-buildx version"
+  )
+  local t out
+  for t in skopeo podman crane buildx; do
+    # (Word splitting of the command line is wanted: the paths have no spaces.)
+    # shellcheck disable=SC2086
+    if out=$(${cmd[$t]} 2>&1); then
+      TOOLS[$t]=${cmd[$t]%% *}
+    else
+      log "tool $t does not run here, left out of rig.json: $(head -n 1 <<<"$out")"
+    fi
+  done
+  # buildx is a CLI plugin: the rig's docker config finds it.
+  if [[ -n ${TOOLS[buildx]:-} ]]; then
+    mkdir -p "$DOCKER_CONFIG/cli-plugins"
+    ln -sfn "${TOOLS[buildx]}" "$DOCKER_CONFIG/cli-plugins/docker-buildx"
+  fi
 }
 
 # ---------------------------------------------------------------- engines
@@ -346,8 +510,12 @@ engine_config() {
   # One containerd per engine, started by us (not dockerd's managed one): we
   # control its binary, config and pidfile, and dockerd never latches onto a
   # system containerd at /run/containerd/containerd.sock.
-  write_if_changed "$d/containerd/config.toml" "# containerd for rig engine $e (written by integration/rig.sh)
-version = 2
+  local bin cfg
+  bin=$(engine_prefix "$e")/usr/bin/containerd
+  case $("$bin" --version | awk '{print $3}') in
+  v1.* | 1.*)
+    # containerd 1.6/1.7: config version 2.
+    cfg="version = 2
 root = \"$d/containerd/root\"
 state = \"$d/containerd/state\"
 # dockerd does not use Kubernetes' CRI plugin.
@@ -357,12 +525,32 @@ disabled_plugins = [\"io.containerd.grpc.v1.cri\"]
   address = \"$d/containerd/containerd.sock\"
 
 [plugins.\"io.containerd.internal.v1.opt\"]
-  path = \"$d/containerd/opt\"" || true
+  path = \"$d/containerd/opt\""
+    ;;
+  *)
+    # containerd 2.x: config version 3; CRI is three plugins now, and NRI is
+    # on by default with one socket for the whole machine
+    # (/var/run/nri/nri.sock), which several containerds would fight over.
+    cfg="version = 3
+root = '$d/containerd/root'
+state = '$d/containerd/state'
+# dockerd does not use Kubernetes' CRI plugins, nor NRI.
+disabled_plugins = ['io.containerd.grpc.v1.cri', 'io.containerd.cri.v1.images', 'io.containerd.cri.v1.runtime', 'io.containerd.nri.v1.nri']
+
+[grpc]
+  address = '$d/containerd/containerd.sock'
+
+[plugins.'io.containerd.internal.v1.opt']
+  path = '$d/containerd/opt'"
+    ;;
+  esac
+  write_if_changed "$d/containerd/config.toml" "# containerd for rig engine $e (written by integration/rig.sh)
+$cfg" || true
 
   # Each dockerd gets its own config file so /etc/docker/daemon.json, if any,
   # never applies.
   local features='{}'
-  [[ $e == d26c ]] && features='{"features": {"containerd-snapshotter": true}}'
+  [[ $(engine_store "$e") == containerd ]] && features='{"features": {"containerd-snapshotter": true}}'
   write_if_changed "$d/daemon.json" "$features" || true
 }
 
@@ -517,12 +705,18 @@ make_context() {
   fi
 }
 
-image_label() {
-  dk "$1" image inspect -f '{{index .Config.Labels "shipit.rig.inputs"}}' "$2" 2>/dev/null || true
+# image_ids ENGINE TAG...: "ID LABEL" per tag, one docker call for all; a tag
+# the engine lacks gives no line.
+image_ids() {
+  local e=$1
+  shift
+  dk "$e" image inspect -f '{{.Id}} {{index .Config.Labels "shipit.rig.inputs"}}' "$@" 2>/dev/null || true
 }
 
-# build_image ENGINE NAME TAG...: build unless every tag already carries the
-# label with the current inputs hash (or REBUILD=1).
+# build_image ENGINE NAME TAG...: build unless the tags are what the tests
+# expect: every tag present, carrying the label with the current inputs hash,
+# and all of them one image (the tests compare rosie:latest with rosie:test;
+# an image shipped in from another engine has the label but another ID).
 declare -A INPUTS_HASH=() CONTEXT_MADE=()
 build_image() {
   local e=$1 name=$2 d hash
@@ -530,11 +724,18 @@ build_image() {
   d=$(engine_dir "$e")
   [[ -n ${INPUTS_HASH[$name]:-} ]] || INPUTS_HASH[$name]=$(inputs_hash "$name")
   hash=${INPUTS_HASH[$name]}
-  local tag need=$REBUILD tagargs=()
+  local tag need=$REBUILD tagargs=() lines
   for tag in "$@"; do
     tagargs+=(-t "$tag")
-    [[ "$(image_label "$e" "$tag")" == "$hash" ]] || need=1
   done
+  lines=$(image_ids "$e" "$@")
+  if [[ $(grep -c . <<<"$lines") != "$#" ]] ||
+    [[ $(awk '{ print $2 }' <<<"$lines" | sort -u) != "$hash" ]]; then
+    need=1
+  elif [[ $(awk '{ print $1 }' <<<"$lines" | sort -u | grep -c .) != 1 ]]; then
+    log "$e: $* are not one image any more (something re-tagged them); rebuilding"
+    need=1
+  fi
   [[ $need == 1 ]] || return 0
   if [[ -z ${CONTEXT_MADE[$name]:-} ]]; then
     make_context "$name"
@@ -634,7 +835,7 @@ PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin no
-AllowUsers rig-d20 rig-d26 rig-d26c
+AllowUsers ${ENGINES[*]/#/rig-}
 AuthorizedKeysFile $AUTH_KEYS
 PrintMotd no
 X11Forwarding no
@@ -736,6 +937,10 @@ write_rig_json() {
     # "version" is the upstream one (20.10.24); "server_version" is what the
     # engine reports, with Debian's suffix (20.10.24+dfsg1).
     ver=$(dk "$e" version -f '{{.Server.Version}}')
+    # The engine is named after its Docker major version: catch a wrong binary
+    # (or a suite that moved on to the next major version) here.
+    [[ $ver == "$(engine_family "$e" | cut -c2-)".* ]] ||
+      die "$e: runs Docker $ver, expected $(engine_family "$e" | cut -c2-).x (binaries from $(engine_prefix "$e")/usr)"
     api=$(dk "$e" version -f '{{.Server.APIVersion}}')
     drv=$(dk "$e" info -f '{{json .DriverStatus}}')
     store=classic
@@ -758,6 +963,21 @@ write_rig_json() {
     esac
   done
   out+="},
+ \"tools\": {"
+  local t
+  for t in skopeo podman crane buildx; do
+    [[ -n ${TOOLS[$t]:-} ]] && out+="$(json_str "$t"): $(json_str "${TOOLS[$t]}"), "
+  done
+  # ctr of each engine's own containerd; dockerd keeps its containers (and, on
+  # the containerd store, its images) in the namespace "moby".
+  out+="\"ctr\": {"
+  first=1
+  for e in "${ENGINES[@]}"; do
+    [[ $first == 1 ]] || out+=", "
+    first=0
+    out+="$(json_str "$e"): {\"bin\": $(json_str "$(engine_prefix "$e")/usr/bin/ctr"), \"address\": $(json_str "$(engine_dir "$e")/containerd/containerd.sock"), \"namespace\": \"moby\"}"
+  done
+  out+="}, \"docker_config\": $(json_str "$DOCKER_CONFIG")},
  \"ssh\": {\"host\": \"$SSH_HOST\", \"port\": $SSH_PORT, \"config\": $(json_str "$SSH/config"), \"known_hosts\": $(json_str "$SSH/known_hosts"), \"identity\": $(json_str "$SSH/id_ed25519"), \"host_key_fingerprints\": {$fps}},
  \"docker_cli\": $(json_str "$DOCKER")}"
   write_if_changed "$RIG/rig.json" "$out" || true
@@ -765,6 +985,15 @@ write_rig_json() {
 }
 
 # ---------------------------------------------------------------- commands
+
+# Unmount every mount at or below path prefix $1, deepest first (so rm never
+# crosses into a mount). Only when nothing of the rig runs there any more.
+unmount_below() {
+  awk -v r="$1" 'index($2, r) == 1 { print $2 }' /proc/self/mounts |
+    sort -r | while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" || true
+  done
+}
 
 REBUILD=0
 
@@ -783,7 +1012,8 @@ cmd_up() {
   chmod 755 "$RIG"
 
   ensure_packages
-  ensure_trixie
+  ensure_suites
+  ensure_tools
 
   ensure_ssh_keys
   ensure_users # needs the client public key
@@ -849,12 +1079,11 @@ cmd_down() {
   done
   wait "${pids[@]}"
   stop_pid "$SSH/sshd.pid" "$SSH/sshd_config" 10
+  # dockerd bind-mounts its data-root onto itself and leaves that mount behind
+  # when it exits; a killed daemon may leave more (overlays, shm).
+  unmount_below "$RIG/"
   log "down: stopped"
   if [[ $purge == 1 ]]; then
-    # Unmount whatever a killed daemon may have left mounted below $RIG
-    # before deleting, deepest first, so rm never crosses into a mount.
-    awk -v r="$RIG/" 'index($2, r) == 1 { print $2 }' /proc/self/mounts |
-      sort -r | while read -r m; do umount -l "$m" || true; done
     for e in "${ENGINES[@]}"; do
       rm -rf "$(engine_dir "$e")"
     done

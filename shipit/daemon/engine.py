@@ -173,11 +173,17 @@ def save_stream(endpoint: Endpoint, names: list[str], chunk_size: int = 1 << 20)
     return chunks()
 
 
+_UNPACK_ERROR = "Error unpacking image "
+
+
 def load_stream(endpoint: Endpoint, chunks: Iterable[bytes], quiet: bool = True) -> list[str]:
     """``docker load`` an archive sent as a chunked body; return the engine's "Loaded …" lines.
 
     A load that fails after the engine started answering still gets HTTP 200: the error is
-    a message in the JSON stream, so every message is read and checked.
+    a message in the JSON stream, so every message is read and checked. Engine 28 on the
+    containerd store reports a layer it cannot unpack only as a plain progress line,
+    "Error unpacking image NAME: …", after "Loaded image: NAME" (the image is then stored
+    but not unpacked): that line is an error too.
     """
     api = endpoint.api
     loaded: list[str] = []
@@ -197,6 +203,8 @@ def load_stream(endpoint: Endpoint, chunks: Iterable[bytes], quiet: bool = True)
                 if error:
                     raise EngineError(f"loading into {endpoint.name}: {error}")
                 text = str(message.get("stream", "")).strip()
+                if text.startswith(_UNPACK_ERROR):
+                    raise EngineError(f"loading into {endpoint.name}: {text}")
                 if text.startswith("Loaded image"):
                     loaded.append(text)
     except ShipitError:

@@ -1,4 +1,4 @@
-"""The rig: three real Docker engines and an sshd (integration/rig.sh writes rig.json).
+"""The rig: five real Docker engines and an sshd (integration/rig.sh writes rig.json).
 
 No rig → the integration tests skip, unless $CI or $SHIPIT_REQUIRE_RIG is set: then they
 fail, so CI can never pass by silently skipping them.
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-ENGINES = ("d20", "d26", "d26c")
+ENGINES = ("d20", "d26", "d26c", "d28", "d28c")
 
 
 def rig_dir() -> Path:

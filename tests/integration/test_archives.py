@@ -14,7 +14,7 @@ from imagefactory import validate
 
 pytestmark = pytest.mark.integration
 
-ENGINES = ("d20", "d26", "d26c")
+ENGINES = ("d20", "d26", "d26c", "d28", "d28c")
 IMAGES = ("rosie:latest", "rosie:test", "layered:latest")
 
 

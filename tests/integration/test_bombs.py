@@ -10,6 +10,7 @@ import time
 
 import pytest
 import zstandard
+from conftest import ENGINES
 from engines import inspect, socket
 from imagefactory import _tar, sha
 
@@ -102,7 +103,7 @@ def bomb(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("engine", ["d20", "d26", "d26c"])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_a_decompression_bomb_fails_in_shipit_with_nothing_landed(rig, bomb, engine):
     from conftest import run_shipit
 

@@ -69,7 +69,10 @@ def _run_app(rig, engine: str, version: str) -> None:
     assert f"app {version} ok" in out
 
 
-@pytest.mark.parametrize(("source", "target"), [("d26", "d20"), ("d20", "d26"), ("d26", "d26c")])
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [("d26", "d20"), ("d20", "d26"), ("d26", "d26c"), ("d28", "d28c"), ("d28c", "d20")],
+)
 def test_redeploy_sends_only_the_changed_layer(rig, ssh_config, tmp_path, source, target):
     _build_app(rig, source, tmp_path / "app")
     remove(rig, target, "app:v1", "app:v2")

@@ -233,14 +233,20 @@ def test_target_engine_restarts_during_load(rig, ssh_config, big_image):  # noqa
     """dockerd of the target dies mid-load and comes back: no partial image, then a
     re-run succeeds."""
     pidfile = Path(rig["rig_dir"]) / "d26c" / "docker.pid"
-    code, err = _ship_and_interrupt(
-        rig, ssh_config, big_image, lambda p: os.kill(int(pidfile.read_text()), signal.SIGKILL), 1.0
-    )
-    assert code != 0
-    _one_clear_line(err)
-    subprocess.run(
-        ["bash", str(ROOT / "integration" / "rig.sh"), "up"], check=True, capture_output=True
-    )
+    try:
+        code, err = _ship_and_interrupt(
+            rig,
+            ssh_config,
+            big_image,
+            lambda p: os.kill(int(pidfile.read_text()), signal.SIGKILL),
+            1.0,
+        )
+        assert code != 0
+        _one_clear_line(err)
+    finally:  # bring d26c back even when an assertion failed: every later test needs it
+        subprocess.run(
+            ["bash", str(ROOT / "integration" / "rig.sh"), "up"], check=True, capture_output=True
+        )
     assert inspect(rig, "d26c", big_image) is None
     _ship_again(rig, ssh_config, big_image)
     assert "Hello" in run_image(rig, "d26c", "rosie:latest")

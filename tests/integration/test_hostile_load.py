@@ -3,7 +3,8 @@ engines: refused with exit 2 and one line, and the engine gains no image.
 
 Every case goes into d26 (classic store, reads zstd); a sample that fails at different
 points of the stream (first entry, mid-blob, after every blob was sent, inside a layer)
-also goes into d26c (containerd store) and d20 (Engine 20.10, gzip only).
+also goes into d26c (containerd store), d20 (Engine 20.10, gzip only), d28 and d28c
+(Engine 28.5, whose containerd store keeps an image it could not unpack).
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ def test_load_refused_d26(rig, corpus, tmp_path, name):
     _load_refused(rig, "d26", CASES[name], corpus(CASES[name]), tmp_path)
 
 
-@pytest.mark.parametrize("engine", ("d26c", "d20"))
+@pytest.mark.parametrize("engine", ("d26c", "d20", "d28", "d28c"))
 @pytest.mark.parametrize("name", SAMPLE)
 def test_load_refused_other_engines(rig, corpus, tmp_path, engine, name):
     _load_refused(rig, engine, CASES[name], corpus(CASES[name]), tmp_path)

@@ -19,6 +19,8 @@ EXPECTED = {  # engine: (image store, loads zstd, needs manifest.json, API shipi
     "d20": ("classic", False, True, "1.41"),
     "d26": ("classic", True, True, "1.45"),
     "d26c": ("containerd", True, False, "1.45"),
+    "d28": ("classic", True, True, "1.45"),  # Engine 28.5 answers 1.51; the SDK tops at 1.45
+    "d28c": ("containerd", True, False, "1.45"),
 }
 ENGINE_VIA = [(e, via) for e in EXPECTED for via in ("socket", "ssh")]
 
@@ -155,7 +157,10 @@ def test_save_of_a_missing_image(rig, ssh_config, via):
         save_stream(source, ["no-such-image:nope"])
 
 
-@pytest.mark.parametrize(("engine", "via"), [("d20", "socket"), ("d26", "ssh"), ("d26c", "ssh")])
+@pytest.mark.parametrize(
+    ("engine", "via"),
+    [("d20", "socket"), ("d26", "ssh"), ("d26c", "ssh"), ("d28", "socket"), ("d28c", "ssh")],
+)
 def test_load_of_garbage_is_an_engine_error(rig, ssh_config, engine, via):
     garbage = [b"this is not a tar archive\n" * 1000]
     with resolve_endpoint(target_of(rig, engine, via), ssh_config=ssh_config) as target:

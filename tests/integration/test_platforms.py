@@ -10,12 +10,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import ENGINES
 from engines import inspect, remove, run_image, socket
 from imagefactory import TestImage, multi_platform_archive
 
 pytestmark = pytest.mark.integration
 
-ENGINES = ("d20", "d26", "d26c")
 IMAGE = "multi:1"
 
 

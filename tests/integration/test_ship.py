@@ -13,7 +13,7 @@ from engines import docker_cli, identity, inspect, remove, run_image, socket
 
 pytestmark = pytest.mark.integration
 
-ENGINES = ("d20", "d26", "d26c")
+ENGINES = ("d20", "d26", "d26c", "d28", "d28c")
 PAIRS = [(s, t) for s in ENGINES for t in ENGINES if s != t]
 GROUPS = {"rosie": ("rosie:latest", "rosie:test"), "layered": ("layered:latest",)}
 

@@ -17,7 +17,7 @@ from shipit.errors import EngineError, Unsupported
 pytestmark = pytest.mark.integration
 
 #: target → source (the rig's sources hold layered:latest; d26 cannot ship to itself)
-SOURCE = {"d20": "d26", "d26": "d20", "d26c": "d26"}
+SOURCE = {"d20": "d26", "d26": "d20", "d26c": "d26", "d28": "d26c", "d28c": "d28"}
 
 
 def _stage_images(rig, engine: str) -> list[str]:
@@ -34,7 +34,7 @@ def _ship(rig, ssh_config, engine: str, **kwargs):
     )
 
 
-@pytest.mark.parametrize("engine", ["d20", "d26", "d26c"])
+@pytest.mark.parametrize("engine", ["d20", "d26", "d26c", "d28", "d28c"])
 def test_staged_ship_lands_the_image(rig, ssh_config, monkeypatch, tmp_path, engine):
     monkeypatch.setattr(shipit.daemon.staging, "STAGE_BYTES", 1)  # one stage per layer sent
     before = inspect(rig, SOURCE[engine], "layered:latest")
@@ -57,7 +57,10 @@ def test_staged_ship_lands_the_image(rig, ssh_config, monkeypatch, tmp_path, eng
     assert _stage_images(rig, engine) == []
 
 
-@pytest.mark.parametrize(("engine", "wire"), [("d20", "gzip"), ("d26", "zstd"), ("d26c", "zstd")])
+@pytest.mark.parametrize(
+    ("engine", "wire"),
+    [("d20", "gzip"), ("d26", "zstd"), ("d26c", "zstd"), ("d28", "zstd"), ("d28c", "zstd")],
+)
 @pytest.mark.parametrize("staged", [True, False])
 def test_a_compressed_upload_carries_plain_layers(
     rig, ssh_config, monkeypatch, engine, wire, staged
@@ -109,7 +112,7 @@ def test_a_zstd_upload_is_refused_before_engine_20_10_sees_a_byte(rig, ssh_confi
         _ship(rig, ssh_config, "d20", full=True, wire=Codec("zstd"))
 
 
-@pytest.mark.parametrize("engine", ["d20", "d26c"])
+@pytest.mark.parametrize("engine", ["d20", "d26c", "d28c"])
 def test_rejected_stage_fails_cleanly(rig, ssh_config, monkeypatch, engine):
     """A stage whose config names the wrong diff_id is refused by the engine: the ship
     fails with the engine's words, and neither the image nor any stage is left."""

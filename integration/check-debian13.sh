@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Does the rig come up on Debian 13 (trixie)? On a Debian 12 machine: debootstrap a
+# trixie root (once; kept for the next run), enter it in a private mount namespace
+# with /proc, /sys (cgroups included), /dev and a fresh /run, and run there
+#
+#   rig.sh up       (installs trixie's packages inside the root, unpacks bookworm's
+#                    20.10 and unstable's 28, starts the five engines and sshd,
+#                    builds and runs the test images on each, checks ssh)
+#   rig.sh status
+#   rig.sh down     (and checks it left no mount behind)
+#
+# with its own rig dir and SSH port, so it never meets the machine's own rigs.
+# The daemons run in the host's network namespace: the port must be free.
+#
+#   bash integration/check-debian13.sh [--purge-root]
+#
+#   --purge-root   delete the debootstrapped root afterwards (else the next run
+#                  reuses it, with the packages and downloads of this one)
+#
+# Environment: SHIPIT_DEB13_ROOT (default /var/tmp/shipit-debian13),
+# SHIPIT_DEB13_SSH_PORT (default 2240), SHIPIT_DEB13_MIRROR (default: this machine's).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$HERE")
+ROOT=${SHIPIT_DEB13_ROOT:-/var/tmp/shipit-debian13}
+PORT=${SHIPIT_DEB13_SSH_PORT:-2240}
+SUITE=trixie
+PURGE_ROOT=0
+for arg in "$@"; do
+  case $arg in
+  --purge-root) PURGE_ROOT=1 ;;
+  *)
+    echo "usage: $0 [--purge-root]" >&2
+    exit 2
+    ;;
+  esac
+done
+
+log() { printf 'check-debian13: %s\n' "$*" >&2; }
+die() {
+  printf 'check-debian13: error: %s\n' "$*" >&2
+  exit 1
+}
+
+[[ $EUID -eq 0 ]] || die "must run as root (debootstrap, mounts, chroot)"
+if [[ $(. /etc/os-release && echo "$VERSION_ID") == 13 ]]; then
+  die "this machine is Debian 13 already: run 'bash integration/rig.sh up' itself"
+fi
+
+mirror=${SHIPIT_DEB13_MIRROR:-}
+if [[ -z $mirror ]]; then
+  # The first Debian archive URI of an active (not commented) source line.
+  mirror=$(grep -hE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
+    grep -oE 'https?://[^ ]+/debian/?( |$)' | head -n 1 | tr -d ' ' || true)
+  mirror=${mirror:-http://deb.debian.org/debian}
+fi
+
+if [[ ! -f $ROOT/etc/debian_version ]]; then
+  command -v debootstrap >/dev/null || {
+    log "installing debootstrap"
+    apt-get install -y -q -o DPkg::Lock::Timeout=600 debootstrap >/dev/null ||
+      die "apt-get install debootstrap failed"
+  }
+  log "debootstrap $SUITE into $ROOT from $mirror"
+  mkdir -p "$ROOT"
+  debootstrap --variant=minbase "$SUITE" "$ROOT" "$mirror" >"$ROOT.debootstrap.log" 2>&1 ||
+    die "debootstrap failed; last lines of $ROOT.debootstrap.log:
+$(tail -n 20 "$ROOT.debootstrap.log")"
+fi
+log "root: $ROOT is Debian $(cat "$ROOT/etc/debian_version")"
+
+# The repository, read-only, at /shipit inside the root; name resolution from here.
+mkdir -p "$ROOT/shipit"
+cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# A machine of this kind would reach its mirror with the same apt settings (a proxy;
+# no expiry check where the mirror serves a frozen snapshot): carry them over.
+apt-config dump | grep -E '^Acquire::(Check-Valid-Until|Check-Date|https?::Proxy) ' \
+  >"$ROOT/etc/apt/apt.conf.d/90shipit-check-host" || true
+
+# Everything below runs in one private mount namespace: the engines' mounts (and the
+# bind mounts of /proc, /sys, /dev) vanish with its last process. The root is
+# bind-mounted onto itself so that it is a mount point: runc's pivot_root needs that.
+start=$SECONDS
+rc=0
+unshare --mount --propagation private bash -euo pipefail -c '
+  root=$1 repo=$2 port=$3
+  mount --bind "$root" "$root"
+  mount --bind "$repo" "$root/shipit"
+  mount -o remount,bind,ro "$root/shipit"
+  mount -t proc proc "$root/proc"
+  mount --rbind /sys "$root/sys"
+  mount --rbind /dev "$root/dev"
+  mount -t tmpfs -o mode=755 tmpfs "$root/run"
+  mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+  chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb \
+    SHIPIT_RIG_DIR=/var/tmp/shipit-rig-deb13 SHIPIT_RIG_SSH_PORT="$port" \
+    bash -euo pipefail -c "
+      bash /shipit/integration/rig.sh up
+      bash /shipit/integration/rig.sh status
+      bash /shipit/integration/rig.sh down
+      left=\$(grep -c \" /var/tmp/shipit-rig-deb13/\" /proc/self/mounts || true)
+      [ \"\$left\" = 0 ] || { echo \"rig.sh down left \$left mounts\" >&2; exit 1; }
+    "
+' check "$ROOT" "$REPO" "$PORT" || rc=$?
+took=$((SECONDS - start))
+
+if [[ $rc == 0 ]]; then
+  log "OK: rig.sh up, status and down on Debian $(cat "$ROOT/etc/debian_version") in ${took}s"
+else
+  log "FAILED (exit $rc) after ${took}s; logs under $ROOT/var/tmp/shipit-rig-deb13"
+fi
+if [[ $PURGE_ROOT == 1 ]]; then
+  rm -rf --one-file-system "$ROOT" "$ROOT.debootstrap.log"
+fi
+exit $rc
