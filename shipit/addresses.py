@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shipit.daemon.address import parse_address
 from shipit.errors import Unsupported
 from shipit.options import Connect
 from shipit.target import Source, Target
@@ -103,6 +102,8 @@ def open_source(address: str | None, connect: Connect) -> Source:
 def is_ssh_destination(address: str | None) -> bool:
     """An address whose host is asked which engine it runs: an SSH destination (an alias,
     ``ssh://``, a context that names one)."""
+    from shipit.daemon.address import parse_address
+
     return parse_address(address).ssh_host is not None
 
 
@@ -110,6 +111,7 @@ def _ask_host(address: str | None, connect: Connect) -> tuple[RemoteHost | None,
     """For an SSH destination: one session and one command on it tell which engines' CLIs
     the host has (None: no shell answered, so the Docker engine's own channel will say
     why). Not an SSH destination: (None, None)."""
+    from shipit.daemon.address import parse_address
     from shipit.remote import RemoteHost
 
     where = parse_address(address)

@@ -132,3 +132,18 @@ def test_quiet_failure_still_says_why(tmp_path, capsys):
     assert exited.value.code == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("shipit: error: cannot open ")
+
+
+def test_archive_commands_load_neither_the_docker_sdk_nor_paramiko():
+    """`shipit inspect`/`verify`/`convert` start fast: the Docker SDK and paramiko load
+    only for commands that talk to an engine."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, shipit.api, shipit.cli; shipit.cli._register_commands(); "
+        "print(sorted(m for m in ('docker', 'paramiko') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
