@@ -20,8 +20,8 @@ from shipit.daemon.engine import (
     save_stream,
 )
 from shipit.daemon.staging import STAGE_REPO, StagedFeed
-from shipit.errors import ImageNotFound, NoSpace, VerificationFailed
-from shipit.oci import familiar_ref, short
+from shipit.errors import ImageNotFound, NoSpace
+from shipit.landing import check_landed
 from shipit.options import Connect
 from shipit.pipeline import Result, Subscriber, subscriber_stream
 from shipit.platforms import Platform
@@ -175,33 +175,11 @@ class DockerTarget:
         """Every name must now be the image sent: the same diff_ids for the platform the
         engine runs, and the same ID (the config's digest, or what was sent on top)."""
         assert result.output is not None
-        problems = []
-        wanted = self._caps.platform
-        for landed in result.output.images:
-            manifest = next(
-                (m for m in landed.manifests if wanted and _platform(m).matches(wanted)),
-                landed.runnable,
-            )
-            for name in landed.names:
-                details = image_inspect(self.endpoint, name)
-                if details is None:
-                    problems.append(f"{familiar_ref(name)} is missing")
-                    continue
-                if manifest is None:
-                    continue
-                expected_ids = [layer.diff_id for layer in manifest.layers]
-                got = (details.get("RootFS") or {}).get("Layers") or []
-                if got != expected_ids:
-                    problems.append(f"{familiar_ref(name)} has different diff_ids")
-                identity = self._caps.identity
-                want_id = manifest.config.digest if identity == "config" else landed.root.digest
-                if identity != "none" and details.get("Id") != want_id:
-                    problems.append(
-                        f"{familiar_ref(name)} has ID {short(str(details.get('Id')))}, "
-                        f"expected {short(want_id)}"
-                    )
-        if problems:
-            raise VerificationFailed(f"after loading into {self.name}: " + "; ".join(problems))
+
+        def inspect(names: tuple[str, ...]) -> dict[str, Any]:
+            return {name: image_inspect(self.endpoint, name) for name in names}
+
+        check_landed(result.output, self._caps, inspect, self.name)
 
     def close(self) -> None:
         self.endpoint.close()
@@ -245,13 +223,6 @@ def _then_announce(
     yield from chunks
     if progress is not None:
         progress.stage(f"{name}: the engine is registering the image")
-
-
-def _platform(manifest: object) -> Platform:
-    from shipit.archive.model import ImageManifest
-
-    assert isinstance(manifest, ImageManifest)
-    return Platform.from_json(manifest.config.value) or Platform("", "")
 
 
 class DockerSource:

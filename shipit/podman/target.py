@@ -37,10 +37,10 @@ from shipit.errors import (
     ShipitError,
     Unsupported,
     UsageError,
-    VerificationFailed,
 )
+from shipit.landing import check_landed
 from shipit.memo import Memo
-from shipit.oci import familiar_ref, short
+from shipit.oci import familiar_ref
 from shipit.options import Connect
 from shipit.pipeline import Result, Subscriber, subscriber_stream
 from shipit.platforms import Platform
@@ -410,32 +410,16 @@ class PodmanTarget:
         """Every name is now the image sent: its ID (the config digest), its diff_ids
         for the platform the host runs, under the name given (not ``localhost/…``)."""
         assert result.output is not None
-        problems = []
-        wanted = self._caps.platform
-        for landed in result.output.images:
-            manifest = next(
-                (m for m in landed.manifests if wanted and _platform(m).matches(wanted)),
-                landed.runnable,
-            )
-            found = self.host.inspect(list(landed.names))
-            for name in landed.names:
-                details = found.get(name)
-                if details is None or name not in (details.get("RepoTags") or []):
-                    problems.append(f"{familiar_ref(name)} is missing")
-                    continue
-                if manifest is None:
-                    continue
-                got = (details.get("RootFS") or {}).get("Layers") or []
-                if got != [layer.diff_id for layer in manifest.layers]:
-                    problems.append(f"{familiar_ref(name)} has different diff_ids")
-                want_id = manifest.config.digest.removeprefix("sha256:")
-                if str(details.get("Id")) != want_id:
-                    problems.append(
-                        f"{familiar_ref(name)} has ID {short('sha256:' + str(details.get('Id')))}"
-                        f", expected {short(manifest.config.digest)}"
-                    )
-        if problems:
-            raise VerificationFailed(f"after loading into {self.name}: " + "; ".join(problems))
+
+        def inspect(names: tuple[str, ...]) -> dict[str, Any]:
+            found = self.host.inspect(list(names))  # one podman command for them all
+            return {
+                name: details
+                for name, details in found.items()
+                if details is not None and name in (details.get("RepoTags") or [])
+            }
+
+        check_landed(result.output, self._caps, inspect, self.name)
 
     def close(self) -> None:
         self.host.close()
@@ -448,13 +432,6 @@ class PodmanTarget:
 
     def __repr__(self) -> str:
         return f"PodmanTarget({self.name!r})"
-
-
-def _platform(manifest: object) -> Platform:
-    from shipit.archive.model import ImageManifest
-
-    assert isinstance(manifest, ImageManifest)
-    return Platform.from_json(manifest.config.value) or Platform("", "")
 
 
 class PodmanSource:
