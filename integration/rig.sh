@@ -309,7 +309,7 @@ ensure_packages() {
   # images, and the archive writers skopeo and podman.
   local pkgs=(docker.io containerd runc openssh-server openssh-client
     busybox-static zstd iproute2 debian-archive-keyring util-linux passwd
-    skopeo podman)
+    skopeo podman sudo)
   # Debian 13 ships the docker CLI in its own package.
   [[ $RELEASE == 13 ]] && pkgs+=(docker-cli)
   local missing=() p
@@ -784,16 +784,25 @@ ensure_images() {
 
 # ---------------------------------------------------------------- ssh
 
+# Users outside the group that may open the engines' sockets, both reaching
+# $ACCESS_ENGINE: one with passwordless sudo for docker, one with neither.
+ACCESS_ENGINE=d26
+ACCESS_USERS=(rig-sudo rig-nosudo)
+SUDOERS=/etc/sudoers.d/shipit-rig
+
 ensure_users() {
   getent group "$GROUP" >/dev/null || groupadd --system "$GROUP"
   local e u home
-  for e in "${ENGINES[@]}"; do
-    u=rig-$e
+  for u in "${ENGINES[@]/#/rig-}" "${ACCESS_USERS[@]}"; do
     if ! id "$u" >/dev/null 2>&1; then
       log "creating user $u"
-      useradd --create-home --shell /bin/bash --groups "$GROUP" "$u"
+      useradd --create-home --shell /bin/bash "$u"
     fi
-    id -nG "$u" | tr ' ' '\n' | grep -qx "$GROUP" || usermod -aG "$GROUP" "$u"
+    if [[ $u == rig-d* ]]; then
+      id -nG "$u" | tr ' ' '\n' | grep -qx "$GROUP" || usermod -aG "$GROUP" "$u"
+    elif id -nG "$u" | tr ' ' '\n' | grep -qx "$GROUP"; then
+      gpasswd -d "$u" "$GROUP" >/dev/null
+    fi
     # sshd refuses a locked account ("!" in shadow); "*" = no password login
     # but not locked.
     [[ "$(getent shadow "$u" | cut -d: -f2)" == "*" ]] || usermod -p '*' "$u"
@@ -807,6 +816,12 @@ ensure_users() {
     chmod 700 "$home/.ssh"
     chmod 600 "$home/$AUTH_KEYS"
   done
+  local rule="# Written by integration/rig.sh: rig-sudo may run docker as root, without a password.
+rig-sudo ALL=(root) NOPASSWD: /usr/bin/docker"
+  if write_if_changed "$SUDOERS" "$rule"; then
+    chmod 440 "$SUDOERS"
+    visudo -cf "$SUDOERS" >/dev/null || die "visudo rejects $SUDOERS"
+  fi
 }
 
 ensure_ssh_keys() {
@@ -835,7 +850,7 @@ PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin no
-AllowUsers ${ENGINES[*]/#/rig-}
+AllowUsers ${ENGINES[*]/#/rig-} ${ACCESS_USERS[*]}
 AuthorizedKeysFile $AUTH_KEYS
 PrintMotd no
 X11Forwarding no
@@ -851,6 +866,13 @@ Subsystem sftp internal-sftp
     cfg+="
 Match User rig-$e
   SetEnv DOCKER_HOST=unix://$(engine_sock "$e") PATH=/usr/bin:/bin:/usr/sbin:/sbin
+"
+  done
+  local u
+  for u in "${ACCESS_USERS[@]}"; do
+    cfg+="
+Match User $u
+  SetEnv DOCKER_HOST=unix://$(engine_sock "$ACCESS_ENGINE") PATH=/usr/bin:/bin:/usr/sbin:/sbin
 "
   done
   local changed=0
@@ -894,12 +916,12 @@ write_ssh_client_files() {
   local cfg="# OpenSSH client config for the shipit rig (written by integration/rig.sh).
 # Use: ssh -F $SSH/config rig-d26 docker version
 "
-  for e in "${ENGINES[@]}"; do
+  for e in "${ENGINES[@]/#/rig-}" "${ACCESS_USERS[@]}"; do
     cfg+="
-Host rig-$e
+Host $e
   HostName $SSH_HOST
   Port $SSH_PORT
-  User rig-$e
+  User $e
   IdentityFile $SSH/id_ed25519
   IdentitiesOnly yes
   UserKnownHostsFile $SSH/known_hosts
@@ -978,6 +1000,7 @@ write_rig_json() {
     out+="$(json_str "$e"): {\"bin\": $(json_str "$(engine_prefix "$e")/usr/bin/ctr"), \"address\": $(json_str "$(engine_dir "$e")/containerd/containerd.sock"), \"namespace\": \"moby\"}"
   done
   out+="}, \"docker_config\": $(json_str "$DOCKER_CONFIG")},
+ \"access\": {\"engine\": \"$ACCESS_ENGINE\", \"sudo\": \"rig-sudo\", \"none\": \"rig-nosudo\"},
  \"ssh\": {\"host\": \"$SSH_HOST\", \"port\": $SSH_PORT, \"config\": $(json_str "$SSH/config"), \"known_hosts\": $(json_str "$SSH/known_hosts"), \"identity\": $(json_str "$SSH/id_ed25519"), \"host_key_fingerprints\": {$fps}},
  \"docker_cli\": $(json_str "$DOCKER")}"
   write_if_changed "$RIG/rig.json" "$out" || true

@@ -9,6 +9,7 @@ own outcome. Nothing here knows what kind of target it feeds: it asks ``Capabili
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -134,10 +135,14 @@ def ship_many(
                     report_to.report = _report(feed, outcome, attempts[feed.target.name], options)
                     report_to.report.phases = _phases(started, connected, outcome)
                     report_to.report.seconds = time.monotonic() - started
+                elif _busy(outcome) and attempts[feed.target.name] < BUSY_TRIES:
+                    retry.append(feed)  # another load held what this one wrote: again
                 elif _worth_retrying(outcome, attempts[feed.target.name]):
                     # It lost a layer between the check and the load: once more, whole.
                     plain = replace(feed.plan, staged=False)
                     retry.append(_Feed(feed.target, plain, HoldsNothing()))
+            if any(_busy(got[f.target.name]) for f in retry):
+                time.sleep(random.uniform(0.5, 2.0))  # apart from the other load, not in step
             pending = retry
     return [outcomes[name] for name in targets]
 
@@ -200,6 +205,23 @@ def _open_save(
 ) -> Callable[[], Readable]:
     """The source stream of one attempt: the save already under way, if still unused."""
     return lambda: IterReader(take() or origin.save(names))
+
+
+#: Loads a target refused only because another load was writing the same file at that
+#: moment are tried this many times in all.
+BUSY_TRIES = 4
+
+
+def _busy(outcome: _Outcome) -> bool:
+    """The engine's content store had the same upload file locked by another load (Docker's
+    containerd store names each upload's ingests by their path in the archive, so two
+    ships at once collide on ``index.json``): nothing is wrong but the timing."""
+    message = str(outcome.error or "")
+    return (
+        isinstance(outcome.error, EngineError)
+        and "locked for" in message
+        and "unavailable" in message
+    )
 
 
 def _worth_retrying(outcome: _Outcome, attempts: int) -> bool:

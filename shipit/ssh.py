@@ -36,9 +36,12 @@ DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_ho
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 DEFAULT_TIMEOUT = 10.0
 DIAL_STDIO = "docker system dial-stdio"
-SUDO_DIAL_STDIO = 'sudo -n docker ${DOCKER_HOST:+-H "$DOCKER_HOST"} system dial-stdio'
-"""The same through passwordless sudo, for a user outside the docker group. sudo drops the
-environment, so the engine the user's DOCKER_HOST names is passed on as ``-H``."""
+SUDO_DIAL_STDIO = (
+    'sudo -n "$(command -v docker)" ${DOCKER_HOST:+-H "$DOCKER_HOST"} system dial-stdio'
+)
+"""The same through passwordless sudo, for a user outside the docker group: the docker on
+the user's PATH, by its full path (sudo's secure_path may find another, which sudoers does
+not allow); sudo drops the environment, so DOCKER_HOST is passed on as ``-H``."""
 ACCEPT_NEW_FLAG = "--accept-new-host-key"
 REKEY_BYTES = 1 << 32
 """paramiko re-keys every 512 MiB it sends or receives; a channel closed by the server during a

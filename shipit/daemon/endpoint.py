@@ -259,7 +259,11 @@ def resolve_endpoint(
 
 
 def _socket_denied(message: str) -> bool:
-    return "permission denied" in message.lower() and "socket" in message.lower()
+    """dial-stdio could not open the engine's socket: "permission denied while trying to
+    connect to the Docker daemon socket" (older CLIs), "dial unix …: connect: permission
+    denied" (newer ones)."""
+    low = message.lower()
+    return "permission denied" in low and ("socket" in low or "dial unix" in low)
 
 
 def _through_sudo(endpoint: Endpoint, timeout: float) -> None:
