@@ -1,6 +1,7 @@
 """`make demo` (integration/demo.sh) ships and runs its image, and leaves the fixtures the
-other tests rely on as rig.sh built them: on every engine rosie:latest and rosie:test are
-one image, and the demo's own tag is gone again."""
+other tests rely on as it found them: rosie:latest and rosie:test on every engine are the
+images they were (rig.sh up makes them one image again if a test changed that), and the
+demo's own tag is gone again."""
 
 from __future__ import annotations
 
@@ -18,7 +19,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_demo_leaves_the_test_images_alone(rig):
-    before = {e: inspect(rig, e, "rosie:latest")["Id"] for e in ENGINES}
+    def fixtures() -> dict[str, tuple[str, str]]:
+        return {
+            e: (inspect(rig, e, "rosie:latest")["Id"], inspect(rig, e, "rosie:test")["Id"])
+            for e in ENGINES
+        }
+
+    before = fixtures()
     done = subprocess.run(
         ["bash", str(REPO / "integration" / "demo.sh")],
         capture_output=True,
@@ -30,7 +37,6 @@ def test_demo_leaves_the_test_images_alone(rig):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "shipped rosie:demo into rig-d26c" in done.stderr  # the summary, on stderr
     assert done.stdout.rstrip().endswith("Hello, World!")
+    assert fixtures() == before
     for engine in ENGINES:
-        latest, test = inspect(rig, engine, "rosie:latest"), inspect(rig, engine, "rosie:test")
-        assert latest["Id"] == test["Id"] == before[engine], engine
         assert inspect(rig, engine, "rosie:demo") is None, engine
