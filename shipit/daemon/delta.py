@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import random
 import secrets
 import tarfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -120,11 +122,32 @@ def image_layers(endpoint: Endpoint, refs: Iterable[str]) -> list[list[str]]:
     return out
 
 
+#: Image lists tried this many times when another client was deleting an image meanwhile.
+LIST_TRIES = 5
+
+
+def _vanishing(exc: Exception) -> bool:
+    """The containerd store sizes every image while it lists them; an image that another
+    client (say, a concurrent ship's probe) deletes at that moment fails the whole list
+    with its content "not found". Nothing is wrong but the timing."""
+    message = str(exc)
+    return "failed to calculate size of image" in message and "not found" in message
+
+
+def list_image_ids(endpoint: Endpoint) -> set[str]:
+    """The IDs of every image on the engine, dangling and intermediate ones included."""
+    for attempt in range(1, LIST_TRIES + 1):
+        try:
+            return {image["Id"] for image in endpoint.api.images(all=True)}
+        except Exception as exc:
+            if attempt == LIST_TRIES or not _vanishing(exc):
+                raise endpoint.failure("listing images on", exc) from exc
+            time.sleep(0.1 * attempt + random.random() * 0.2)
+    raise AssertionError("unreachable")
+
+
 def _target_layers(endpoint: Endpoint) -> list[list[str]]:
-    try:
-        ids = {image["Id"] for image in endpoint.api.images(all=True)}
-    except Exception as exc:
-        raise endpoint.failure("listing images on", exc) from exc
+    ids = list_image_ids(endpoint)
     layers = []
     for image_id in sorted(ids):
         details = image_inspect(endpoint, image_id)
