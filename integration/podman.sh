@@ -223,11 +223,12 @@ Host $u
 pm_ssh() { ssh -F "$SSH/config" -o ConnectTimeout=10 "$@" </dev/null; }
 
 check_podman() { # user: prints "version rootless driver"
-  local out
+  # stdout alone: a first rootless run may warn on stderr (say, while it sets up its store)
+  local out err=$PM/podman-info.err
   out=$(pm_ssh "$1" podman info --format \
-    "'{{.Version.Version}} {{.Host.Security.Rootless}} {{.Store.GraphDriverName}}'" 2>&1) ||
-    die "ssh $1 podman info failed: $(tail -n 1 <<<"$out")"
-  echo "$out"
+    "'{{.Version.Version}} {{.Host.Security.Rootless}} {{.Store.GraphDriverName}}'" 2>"$err") ||
+    die "ssh $1 podman info failed: $(tail -n 1 "$err")"
+  tail -n 1 <<<"$out"
 }
 
 write_json() {
