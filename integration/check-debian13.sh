@@ -5,7 +5,9 @@
 #
 #   rig.sh up       (installs trixie's packages inside the root, unpacks bookworm's
 #                    20.10 and unstable's 28, starts the five engines and sshd,
-#                    builds and runs the test images on each, checks ssh)
+#                    builds and runs the test images on each, checks ssh; then the
+#                    containerd nodes (1.7 is the system's there) and the Podman
+#                    hosts, rootful and rootless)
 #   rig.sh status
 #   rig.sh down     (and checks it left no mount behind)
 #
@@ -93,11 +95,21 @@ unshare --mount --propagation private bash -euo pipefail -c '
   mount --rbind /dev "$root/dev"
   mount -t tmpfs -o mode=755 tmpfs "$root/run"
   mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
-  chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb \
+  # pivot_root, not a bare chroot: the kernel refuses a user namespace (rootless
+  # Podman) to a process whose root is not its mount namespace'"'"'s root.
+  mkdir -p "$root/.host"
+  cd "$root"
+  pivot_root . .host
+  exec chroot . /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb \
     SHIPIT_RIG_DIR=/var/tmp/shipit-rig-deb13 SHIPIT_RIG_SSH_PORT="$port" \
     bash -euo pipefail -c "
+      umount -l /.host
+      # down on every path: daemons left running would outlive this namespace
+      # (and the next run would find their pidfiles and reuse them)
+      trap \"bash /shipit/integration/rig.sh down\" EXIT
       bash /shipit/integration/rig.sh up
       bash /shipit/integration/rig.sh status
+      trap - EXIT
       bash /shipit/integration/rig.sh down
       left=\$(grep -c \" /var/tmp/shipit-rig-deb13/\" /proc/self/mounts || true)
       [ \"\$left\" = 0 ] || { echo \"rig.sh down left \$left mounts\" >&2; exit 1; }

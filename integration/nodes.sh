@@ -10,10 +10,11 @@
 #   nodes.sh status   one line per node; exit 0 iff all are up.
 #
 # Nodes (each with its own config, root, state, socket, log and sshd):
-#   c17   containerd 1.7 (Debian 13 trixie, unpacked with dpkg -x)
+#   c17   containerd 1.7: Debian 13's. On Debian 12 unpacked from trixie with
+#         dpkg -x; on Debian 13 the system's own package.
 #   c21   containerd 2.1 (Debian unstable, unpacked), its socket at a k3s-style
 #         path below its directory (run/k3s/containerd/containerd.sock)
-# Both use Debian 12's runc. The CRI plugin is off; the k8s.io namespace exists.
+# Both use the system's runc. The CRI plugin is off; the k8s.io namespace exists.
 #
 # SSH users (one set, each node's sshd gives them that node's ctr and socket):
 #   rig-node        in group shipit-nodes, which owns the sockets: ctr works
@@ -37,10 +38,15 @@ unset CONTAINERD_ADDRESS CONTAINERD_NAMESPACE
 RIG=${SHIPIT_RIG_DIR:-/var/tmp/shipit-rig}
 NODES=$RIG/nodes
 CACHE=$RIG/cache
-# rig.sh unpacks Debian 13's docker.io + containerd here; reused when present.
+# rig.sh unpacks other suites' docker.io + containerd here; reused when present.
 TRIXIE=$CACHE/trixie
+SID=$CACHE/sid
 NODE_TRIXIE=$CACHE/nodes-trixie # containerd alone, when $TRIXIE is not there
-SID=$CACHE/nodes-sid            # Debian unstable's containerd, unpacked
+NODE_SID=$CACHE/nodes-sid       # the same for $SID
+# Set by check_platform: the system's codename, and where c17's containerd 1.7
+# comes from ("system" on Debian 13, whose own containerd is 1.7).
+CODENAME=""
+C17_SUITE=""
 SSH_HOST=127.0.0.1
 RIG_SSH_PORT=${SHIPIT_RIG_SSH_PORT:-2222}
 BASE_PORT=${SHIPIT_NODES_SSH_PORT:-$((RIG_SSH_PORT + 100))}
@@ -131,11 +137,18 @@ check_platform() {
     # shellcheck disable=SC1091
     version_id=$(. /etc/os-release && echo "${VERSION_ID:-}")
   fi
-  if [[ $id != debian || $version_id != 12 ]]; then
-    echo "nodes: needs Debian 12 (bookworm); this is ${id:-unknown} ${version_id:-?}" >&2
+  case $id/$version_id in
+  debian/12) CODENAME=bookworm C17_SUITE=trixie ;;
+  debian/13) CODENAME=trixie C17_SUITE=system ;;
+  *)
+    echo "nodes: needs Debian 12 (bookworm) or 13 (trixie); this is ${id:-unknown} ${version_id:-?}" >&2
     exit 3
-  fi
+    ;;
+  esac
 }
+
+# $1 if rig.sh (or an earlier run) unpacked a containerd there, else nothing.
+unpacked() { if [[ -f $1/.complete && -x $1/usr/bin/containerd ]]; then echo "$1"; fi; }
 
 take_lock() {
   mkdir -p "$NODES"
@@ -146,8 +159,20 @@ take_lock() {
 node_dir() { echo "$NODES/$1"; }
 node_prefix() {
   case $1 in
-  c17) if [[ -f $TRIXIE/.complete && -x $TRIXIE/usr/bin/containerd ]]; then echo "$TRIXIE"; else echo "$NODE_TRIXIE"; fi ;;
-  c21) echo "$SID" ;;
+  c17)
+    if [[ $C17_SUITE == system ]]; then
+      echo "" # /usr/bin/containerd
+    else
+      local p
+      p=$(unpacked "$TRIXIE")
+      echo "${p:-$NODE_TRIXIE}"
+    fi
+    ;;
+  c21)
+    local p
+    p=$(unpacked "$SID")
+    echo "${p:-$NODE_SID}"
+    ;;
   esac
 }
 node_sock() {
@@ -170,6 +195,7 @@ APT=(apt-get -o DPkg::Lock::Timeout=600)
 
 ensure_packages() {
   local pkgs=(runc openssh-server openssh-client sudo util-linux passwd debian-archive-keyring)
+  [[ $C17_SUITE == system ]] && pkgs+=(containerd)
   local missing=() p installed
   installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${pkgs[@]}" 2>/dev/null |
     awk '$2 == "install" && $3 == "ok" && $4 == "installed" { print $1 }') || true
@@ -195,26 +221,26 @@ debian_mirror() {
   local f uri=""
   shopt -s nullglob
   for f in /etc/apt/sources.list.d/*.sources; do
-    uri=$(awk 'BEGIN { RS = ""; FS = "\n" }
+    uri=$(awk -v want="$CODENAME" 'BEGIN { RS = ""; FS = "\n" }
       { uris = ""; suites = ""
         for (i = 1; i <= NF; i++) {
           if ($i ~ /^URIs:/)   { sub(/^URIs:[ \t]*/, "", $i); uris = $i }
           if ($i ~ /^Suites:/) { sub(/^Suites:[ \t]*/, "", $i); suites = " " $i " " }
         }
-        if (suites ~ / bookworm / && uris != "") { split(uris, u, " "); print u[1]; exit }
+        if (index(suites, " " want " ") && uris != "") { split(uris, u, " "); print u[1]; exit }
       }' "$f")
     if [[ -n $uri ]]; then break; fi
   done
   if [[ -z $uri ]]; then
     for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
       [[ -r $f ]] || continue
-      uri=$(awk '$1 == "deb" { i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
-                   if ($(i + 1) == "bookworm") { print $i; exit } }' "$f")
+      uri=$(awk -v want="$CODENAME" '$1 == "deb" { i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+                   if ($(i + 1) == want) { print $i; exit } }' "$f")
       if [[ -n $uri ]]; then break; fi
     done
   fi
   shopt -u nullglob
-  [[ -n $uri ]] || die "cannot find the Debian bookworm mirror in /etc/apt sources"
+  [[ -n $uri ]] || die "cannot find the Debian $CODENAME mirror in /etc/apt sources"
   echo "${uri%/}"
 }
 
@@ -257,17 +283,24 @@ fetch_containerd() {
   dpkg -x "$debs"/containerd_*.deb "$dest"
   [[ -x $dest/usr/bin/containerd && -x $dest/usr/bin/ctr ]] ||
     die "the $suite containerd deb has no usr/bin/containerd and usr/bin/ctr"
-  if apt-get -s upgrade 2>/dev/null | grep -qE "^Inst .*Debian:(13|unstable)"; then
+  local v=unstable
+  [[ $suite == trixie ]] && v=13
+  if apt-get -s upgrade 2>/dev/null | grep -qE "^Inst .*Debian(-Security)?:$v[ ./]"; then
     die "apt would upgrade packages from $suite; check $prefs"
   fi
   (cd "$debs" && ls ./*.deb) >"$dest/.complete"
 }
 
 ensure_binaries() {
-  if [[ ! -f $TRIXIE/.complete || ! -x $TRIXIE/usr/bin/containerd ]]; then
+  if [[ $C17_SUITE != system && -z $(unpacked "$TRIXIE") ]]; then
     fetch_containerd trixie "$NODE_TRIXIE"
   fi
-  fetch_containerd sid "$SID"
+  [[ -n $(unpacked "$SID") ]] || fetch_containerd sid "$NODE_SID"
+  local n bin
+  for n in "${NODE_NAMES[@]}"; do
+    bin=$(node_prefix "$n")/usr/bin/containerd
+    [[ -x $bin ]] || die "node $n: no containerd at $bin"
+  done
 }
 
 # ---------------------------------------------------------------- containerd

@@ -127,11 +127,14 @@ LIST_TRIES = 5
 
 
 def _vanishing(exc: Exception) -> bool:
-    """The containerd store sizes every image while it lists them; an image that another
-    client (say, a concurrent ship's probe) deletes at that moment fails the whole list
-    with its content "not found". Nothing is wrong but the timing."""
+    """The containerd store reads every image's config and sizes it while it lists them;
+    an image that another client (say, a concurrent ship's probe) deletes at that moment
+    fails the whole list with its content "not found". Nothing is wrong but the timing
+    (and a store that really lost content fails every try)."""
     message = str(exc)
-    return "failed to calculate size of image" in message and "not found" in message
+    return "not found" in message and (
+        "content digest" in message or "failed to calculate size of image" in message
+    )
 
 
 def list_image_ids(endpoint: Endpoint) -> set[str]:

@@ -16,6 +16,13 @@ RACE = (
 
 def test_an_image_deleted_during_the_list_is_timing():
     assert _vanishing(Exception(RACE))
+    # the same race caught while the engine reads the image's config
+    assert _vanishing(
+        Exception(
+            '500 Server Error: Internal Server Error ("failed to read config content: '
+            'content digest sha256:a4e5cbe32910: not found")'
+        )
+    )
 
 
 def test_other_list_failures_are_not():
