@@ -44,5 +44,9 @@ lint: install
 	$(VENV)/bin/ruff format --check shipit tests integration
 	$(VENV)/bin/mypy shipit
 
+# The benchmarks (~60 min): Docker engines, then a containerd node, then the chart.
 bench: install rig-up
+	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) integration/bench.py
+	$(PY) integration/bench_nodes.py
+	$(PY) integration/bench_chart.py

@@ -14,8 +14,10 @@
 # with its own rig dir and SSH port, so it never meets the machine's own rigs.
 # The daemons run in the host's network namespace: the port must be free.
 #
-#   bash integration/check-debian13.sh [--purge-root]
+#   bash integration/check-debian13.sh [--ci] [--purge-root]
 #
+#   --ci           instead, run the whole CI there (`bash .ci/run` in a clone of
+#                  this repository's HEAD: make demo, make test, no skips; ~25 min)
 #   --purge-root   delete the debootstrapped root afterwards (else the next run
 #                  reuses it, with the packages and downloads of this one)
 #
@@ -29,11 +31,13 @@ ROOT=${SHIPIT_DEB13_ROOT:-/var/tmp/shipit-debian13}
 PORT=${SHIPIT_DEB13_SSH_PORT:-2240}
 SUITE=trixie
 PURGE_ROOT=0
+CI_RUN=0
 for arg in "$@"; do
   case $arg in
   --purge-root) PURGE_ROOT=1 ;;
+  --ci) CI_RUN=1 ;;
   *)
-    echo "usage: $0 [--purge-root]" >&2
+    echo "usage: $0 [--ci] [--purge-root]" >&2
     exit 2
     ;;
   esac
@@ -80,6 +84,26 @@ cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
 apt-config dump | grep -E '^Acquire::(Check-Valid-Until|Check-Date|https?::Proxy) ' \
   >"$ROOT/etc/apt/apt.conf.d/90shipit-check-host" || true
 
+# What runs inside: the rig's up/status/down, or the CI on a clone of HEAD.
+if [[ $CI_RUN == 1 ]]; then
+  rm -rf "$ROOT/root/shipit-ci"
+  git clone -q "$REPO" "$ROOT/root/shipit-ci"
+  job='cd /root/shipit-ci && bash .ci/run'
+  what="bash .ci/run"
+else
+  job='
+      # down on every path: daemons left running would outlive this namespace
+      # (and the next run would find their pidfiles and reuse them)
+      trap "bash /shipit/integration/rig.sh down" EXIT
+      bash /shipit/integration/rig.sh up
+      bash /shipit/integration/rig.sh status
+      trap - EXIT
+      bash /shipit/integration/rig.sh down
+      left=$(grep -c " /var/tmp/shipit-rig-deb13/" /proc/self/mounts || true)
+      [ "$left" = 0 ] || { echo "rig.sh down left $left mounts" >&2; exit 1; }'
+  what="rig.sh up, status and down"
+fi
+
 # Everything below runs in one private mount namespace: the engines' mounts (and the
 # bind mounts of /proc, /sys, /dev) vanish with its last process. The root is
 # bind-mounted onto itself so that it is a mount point: runc's pivot_root needs that.
@@ -102,23 +126,12 @@ unshare --mount --propagation private bash -euo pipefail -c '
   pivot_root . .host
   exec chroot . /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb \
     SHIPIT_RIG_DIR=/var/tmp/shipit-rig-deb13 SHIPIT_RIG_SSH_PORT="$port" \
-    bash -euo pipefail -c "
-      umount -l /.host
-      # down on every path: daemons left running would outlive this namespace
-      # (and the next run would find their pidfiles and reuse them)
-      trap \"bash /shipit/integration/rig.sh down\" EXIT
-      bash /shipit/integration/rig.sh up
-      bash /shipit/integration/rig.sh status
-      trap - EXIT
-      bash /shipit/integration/rig.sh down
-      left=\$(grep -c \" /var/tmp/shipit-rig-deb13/\" /proc/self/mounts || true)
-      [ \"\$left\" = 0 ] || { echo \"rig.sh down left \$left mounts\" >&2; exit 1; }
-    "
-' check "$ROOT" "$REPO" "$PORT" || rc=$?
+    bash -euo pipefail -c "umount -l /.host; $4"
+' check "$ROOT" "$REPO" "$PORT" "$job" || rc=$?
 took=$((SECONDS - start))
 
 if [[ $rc == 0 ]]; then
-  log "OK: rig.sh up, status and down on Debian $(cat "$ROOT/etc/debian_version") in ${took}s"
+  log "OK: $what on Debian $(cat "$ROOT/etc/debian_version") in ${took}s"
 else
   log "FAILED (exit $rc) after ${took}s; logs under $ROOT/var/tmp/shipit-rig-deb13"
 fi

@@ -17,7 +17,10 @@
 # them. `up` writes $BENCH/ssh/config with the aliases
 #   slow-d20 slow-d26 slow-d26c slow-d26x   (through the shaped link)
 #   rig-d20 rig-d26 rig-d26c lo-d26x        (loopback)
-# and a known_hosts with the rig's host keys for every address:port used.
+# and, when integration/nodes.sh is up, a copy of containerd node c21's sshd in the
+# namespace on $NS_IP:<its port> with the alias
+#   slow-c21                                (through the shaped link; user rig-node)
+# and a known_hosts with the rig's (and the nodes') host keys for every address:port used.
 # `up` always starts with `down`, so a run killed with SIGKILL is cleaned next time.
 set -euo pipefail
 
@@ -34,6 +37,8 @@ RIG_PORT=${RIG_PORT:-2222}
 EXTRA_PORT=${SHIPIT_BENCH_SSH_PORT:-2292}
 EXTRA_SOCK=${SHIPIT_BENCH_EXTRA_SOCK:-unix://$BENCH/d26x/docker.sock}
 SSH=$BENCH/ssh
+NODES_SSH=$RIG/nodes/ssh
+NODE_PORT=$(sed -n 's/^ListenAddress .*:\([0-9]*\)$/\1/p' "$NODES_SSH/sshd_config-c21" 2>/dev/null | head -n1)
 
 log() { echo "netns: $*" >&2; }
 die() {
@@ -60,6 +65,7 @@ stop_sshd() {
 cmd_down() {
   stop_sshd "$SSH/sshd-lo.pid" "$SSH/sshd-lo_config"
   stop_sshd "$SSH/sshd-slow.pid" "$SSH/sshd-slow_config"
+  stop_sshd "$SSH/sshd-node.pid" "$SSH/sshd-node_config"
   if ip netns list | grep -qw "^$NS"; then
     # Whatever still runs in the namespace was started by our sshd (sessions, docker CLIs).
     local pids
@@ -113,14 +119,24 @@ start_sshd() {
   die "sshd-$name did not start: $(tail -n 5 "$SSH/sshd-$name.log")"
 }
 
+# The node's sshd as it is, on the namespace's address instead of loopback.
+write_node_sshd_config() {
+  {
+    echo "# sshd for the shipit benchmark (node c21; written by integration/netns.sh)"
+    sed '/^ListenAddress /d; /^PidFile /d; /^#/d' "$NODES_SSH/sshd_config-c21"
+  } | awk -v listen="ListenAddress $NS_IP:$NODE_PORT" -v pid="PidFile $SSH/sshd-node.pid" \
+    '!done && /^Match / { print listen; print pid; print ""; done = 1 } { print }
+     END { if (!done) { print listen; print pid } }' >"$SSH/sshd-node_config"
+}
+
 host_block() {
-  local alias=$1 host=$2 port=$3 user=$4
+  local alias=$1 host=$2 port=$3 user=$4 identity=${5:-$RIG/ssh/id_ed25519}
   cat <<EOF
 Host $alias
   HostName $host
   Port $port
   User $user
-  IdentityFile $RIG/ssh/id_ed25519
+  IdentityFile $identity
   IdentitiesOnly yes
   UserKnownHostsFile $SSH/known_hosts
   GlobalKnownHostsFile /dev/null
@@ -164,6 +180,14 @@ cmd_up() {
     sed "s|^|$k |" <<<"$keys" >>"$SSH/known_hosts"
   done
   grep -h "^\[127.0.0.1\]:$RIG_PORT " "$RIG/ssh/known_hosts" >>"$SSH/known_hosts"
+  local node=0
+  if [[ -n $NODE_PORT && -f $NODES_SSH/sshd-c21.pid ]]; then
+    write_node_sshd_config
+    start_sshd node "$NS"
+    cat "$NODES_SSH"/ssh_host_*_key.pub | awk -v k="[$NS_IP]:$NODE_PORT" '{print k, $1, $2}' \
+      >>"$SSH/known_hosts"
+    node=1
+  fi
   {
     echo "# ssh config for the shipit benchmark (written by integration/netns.sh)"
     echo
@@ -173,6 +197,9 @@ cmd_up() {
     done
     host_block slow-d26x "$NS_IP" "$EXTRA_PORT" rig-d26
     host_block lo-d26x 127.0.0.1 "$EXTRA_PORT" rig-d26
+    if [[ $node == 1 ]]; then
+      host_block slow-c21 "$NS_IP" "$NODE_PORT" rig-node "$NODES_SSH/id_ed25519"
+    fi
   } >"$SSH/config"
   log "up: ssh -F $SSH/config slow-d26c docker version"
 }
