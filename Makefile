@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 RIG    := bash integration/rig.sh
 
-.PHONY: install test unit rig-up rig-down demo lint bench check-debian13
+.PHONY: install test unit rig-up rig-down demo lint bench soak check-debian13
 
 install: $(VENV)/.installed
 
@@ -43,6 +43,10 @@ lint: install
 	$(VENV)/bin/ruff check shipit tests integration
 	$(VENV)/bin/ruff format --check shipit tests integration
 	$(VENV)/bin/mypy shipit
+
+# 50 redeploys in a row into each store over SSH: bytes, RSS, disk, leftovers (~10 min).
+soak: install rig-up
+	$(PY) integration/soak.py --rounds 50
 
 # The benchmarks (~60 min): Docker engines, then a containerd node, then the chart.
 bench: install rig-up

@@ -85,6 +85,11 @@ class NoSpace(EngineError):
     """The target's disk cannot hold what would be sent."""
 
 
+class TempSpaceShort(ShipitError):
+    """The temp folder cannot hold a layer that must be spooled (its tar header needs the
+    size of what shipit writes)."""
+
+
 class ImageNotFound(EngineError):
     """A named image does not exist on the source engine."""
 

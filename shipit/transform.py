@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,14 @@ from shipit import compression
 from shipit.archive.model import Image, ImageIndex, ImageManifest, Layer
 from shipit.archive.reader import CHUNK, BlobHandler, BlobRecord, Scan, _Prefixed
 from shipit.compression import Codec, Readable, Reader
-from shipit.errors import BadInput, DigestMismatch, PlatformMissing, TooLarge, UsageError
+from shipit.errors import (
+    BadInput,
+    DigestMismatch,
+    PlatformMissing,
+    TempSpaceShort,
+    TooLarge,
+    UsageError,
+)
 from shipit.memo import Compressed, Memo
 from shipit.oci import (
     ANNOTATION_IMAGE_NAME,
@@ -85,6 +93,22 @@ def max_layer_ratio() -> int:
 
 def spool_dir() -> str:
     return os.environ.get("SHIPIT_TMPDIR") or tempfile.gettempdir()
+
+
+def room_to_spool(size: int) -> None:
+    """Refuse a spool the temp folder plainly cannot hold, before a byte of it is written
+    (else the disk fills mid-layer). ``size`` is the blob as read: what a pass-through
+    spools exactly, and about what a recompressed layer does."""
+    folder = spool_dir()
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # opening the spool will say what is wrong with the folder
+    if free < size:
+        raise TempSpaceShort(
+            f"the temp folder {folder} has {free / 1e6:.0f} MB free; this blob needs about "
+            f"{size / 1e6:.0f} MB there while it is sent (SHIPIT_TMPDIR names another folder)"
+        )
 
 
 class _Hashing(Reader):
@@ -166,6 +190,8 @@ class LayerPolicy:
         known = self.known(expected) if expected and self.spool and not unwanted else None
         # Anonymous (unlinked at birth): gone when closed or when the process dies.
         keep = self.spool and not unwanted and known is None
+        if keep:
+            room_to_spool(size)
         spool = tempfile.TemporaryFile(dir=spool_dir()) if keep else None  # noqa: SIM115
         codec = self._want(kind, head) if keep or not self.spool else None
         try:

@@ -208,7 +208,9 @@ def test_disk_full_while_writing_archive(rig, small_disk):
     assert list(small_disk.iterdir()) == []  # no file at the path, no temp file
 
 
-def test_disk_full_in_temp_folder(rig, small_disk, tmp_path):
+def test_temp_folder_too_small_for_a_layer(rig, small_disk, tmp_path):
+    """A layer bigger than the temp folder's free space is refused before its spool is
+    written, with what it needs; nothing is left in the folder."""
     out = tmp_path / "layered.tar"
     proc = _start(
         "save",
@@ -225,28 +227,71 @@ def test_disk_full_in_temp_folder(rig, small_disk, tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
     _one_clear_line(err)
-    assert "No space left on device" in err
+    assert f"the temp folder {small_disk} has 4 MB free" in err and "needs about" in err
     assert not out.exists() and list(small_disk.iterdir()) == []
 
 
-def test_target_engine_restarts_during_load(rig, ssh_config, big_image):  # noqa: F811
-    """dockerd of the target dies mid-load and comes back: no partial image, then a
-    re-run succeeds."""
+def test_ship_with_a_temp_folder_too_small_lands_nothing(rig, small_disk, big_image):  # noqa: F811
+    """Into a containerd store the layers are recompressed, so each is spooled for its
+    size: refused at the first layer the folder cannot hold, and the load under way is
+    abandoned, so no image appears."""
+    remove(rig, "d26c", big_image)
+    proc = _start(
+        big_image,
+        "--from",
+        socket(rig, "d26"),
+        "--to",
+        socket(rig, "d26c"),
+        "-q",
+        env={"SHIPIT_TMPDIR": str(small_disk)},
+    )
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    _one_clear_line(err)
+    assert "needs about" in err and "SHIPIT_TMPDIR" in err
+    assert list(small_disk.iterdir()) == []
+    assert inspect(rig, "d26c", big_image) is None
+
+
+def _rig_up() -> None:
+    subprocess.run(
+        ["bash", str(ROOT / "integration" / "rig.sh"), "up"], check=True, capture_output=True
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_target_engine_restarts_during_load(rig, ssh_config, big_image, sig):  # noqa: F811
+    """dockerd of the target dies (or is stopped) mid-load and comes back: no partial
+    image, then a re-run succeeds."""
     pidfile = Path(rig["rig_dir"]) / "d26c" / "docker.pid"
+    try:
+        code, err = _ship_and_interrupt(
+            rig, ssh_config, big_image, lambda p: os.kill(int(pidfile.read_text()), sig), 1.0
+        )
+        assert code != 0
+        _one_clear_line(err)
+    finally:  # bring d26c back even when an assertion failed: every later test needs it
+        _rig_up()
+    assert inspect(rig, "d26c", big_image) is None
+    _ship_again(rig, ssh_config, big_image)
+    assert "Hello" in run_image(rig, "d26c", "rosie:latest")
+
+
+def test_source_engine_stops_during_save(rig, ssh_config, big_image):  # noqa: F811
+    """The source's dockerd is stopped (SIGTERM) while its save streams: one line and an
+    exit code, nothing lands on the target, and once the engine is back a re-run works."""
+    pidfile = Path(rig["rig_dir"]) / "d26" / "docker.pid"
     try:
         code, err = _ship_and_interrupt(
             rig,
             ssh_config,
             big_image,
-            lambda p: os.kill(int(pidfile.read_text()), signal.SIGKILL),
+            lambda p: os.kill(int(pidfile.read_text()), signal.SIGTERM),
             1.0,
         )
-        assert code != 0
+        assert code not in (0, 1), err  # a named failure, not "other"
         _one_clear_line(err)
-    finally:  # bring d26c back even when an assertion failed: every later test needs it
-        subprocess.run(
-            ["bash", str(ROOT / "integration" / "rig.sh"), "up"], check=True, capture_output=True
-        )
+    finally:  # bring d26 back: it is every later test's source
+        _rig_up()
     assert inspect(rig, "d26c", big_image) is None
     _ship_again(rig, ssh_config, big_image)
-    assert "Hello" in run_image(rig, "d26c", "rosie:latest")
