@@ -4,14 +4,14 @@ inspect`` does (its ``Id``, ``RootFS.Layers``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from shipit.archive.model import ImageManifest
-from shipit.errors import VerificationFailed
+from shipit.errors import EngineError, VerificationFailed
 from shipit.oci import familiar_ref, short
 from shipit.platforms import Platform
-from shipit.target import Capabilities
+from shipit.target import Capabilities, LandedIds, SourceImage
 from shipit.transform import Landed, Output
 
 #: Looks up names on a target: each name's inspect details, or None where it is missing.
@@ -25,6 +25,42 @@ def manifest_for(landed: Landed, platform: Platform | None) -> ImageManifest | N
         if platform is not None and own is not None and own.matches(platform):
             return manifest
     return landed.runnable
+
+
+def expected_id(landed: Landed, caps: Capabilities) -> str | None:
+    """The ID each name of ``landed`` must show on the target (None: no ID to check)."""
+    if caps.identity == "none":
+        return None
+    manifest = manifest_for(landed, caps.platform)
+    if caps.identity == "config":
+        return manifest.config.digest if manifest is not None else None
+    return landed.root.digest
+
+
+def image_id(details: Mapping[str, Any]) -> str:
+    have = str(details.get("Id"))
+    return have if have.startswith("sha256:") else f"sha256:{have}"  # Podman's form
+
+
+def is_image(details: Mapping[str, Any] | None, ids: frozenset[str], image: SourceImage) -> bool:
+    """``details`` show ``image`` exactly: an ID it is known by, and its diff_ids."""
+    if details is None or image_id(details) not in ids:
+        return False
+    return tuple((details.get("RootFS") or {}).get("Layers") or []) == image.diff_ids
+
+
+def check_retagged(
+    images: Sequence[SourceImage], landed: LandedIds, inspect: Inspect, target: str
+) -> None:
+    """After pointing names at images a target held: each name is its image."""
+    found = inspect(tuple(image.name for image in images))
+    wrong = [
+        familiar_ref(image.name)
+        for image in images
+        if not is_image(found.get(image.name), landed(image.id), image)
+    ]
+    if wrong:
+        raise VerificationFailed(f"after tagging on {target}: {', '.join(wrong)} not as sent")
 
 
 def check_landed(output: Output, caps: Capabilities, inspect: Inspect, target: str) -> None:
@@ -44,14 +80,33 @@ def check_landed(output: Output, caps: Capabilities, inspect: Inspect, target: s
             got = (details.get("RootFS") or {}).get("Layers") or []
             if got != [layer.diff_id for layer in manifest.layers]:
                 problems.append(f"{familiar_ref(name)} has different diff_ids")
-            if caps.identity == "none":
+            want = expected_id(landed, caps)
+            if want is None:
                 continue
-            want = manifest.config.digest if caps.identity == "config" else landed.root.digest
-            have = str(details.get("Id"))
-            have = have if have.startswith("sha256:") else f"sha256:{have}"  # Podman's form
+            have = image_id(details)
             if have != want:
                 problems.append(
                     f"{familiar_ref(name)} has ID {short(have)}, expected {short(want)}"
                 )
     if problems:
         raise VerificationFailed(f"after loading into {target}: " + "; ".join(problems))
+
+
+def source_image(name: str, details: Mapping[str, Any]) -> SourceImage:
+    """A source image from what ``image inspect`` (Docker's or Podman's) shows of it."""
+    image_id = str(details.get("Id") or "")
+    if not image_id.startswith("sha256:"):
+        image_id = f"sha256:{image_id}"  # Podman's form
+    if not image_id.removeprefix("sha256:"):
+        raise EngineError(f"{name}: the engine shows no image ID")
+    return SourceImage(
+        name=name,
+        id=image_id,
+        diff_ids=tuple((details.get("RootFS") or {}).get("Layers") or []),
+        platform=Platform.of(
+            str(details.get("Os") or "linux"),
+            str(details.get("Architecture") or ""),
+            details.get("Variant") or None,
+        ),
+        size=int(details.get("Size") or 0),
+    )

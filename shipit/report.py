@@ -38,6 +38,7 @@ class Report:
     notes: list[str] = field(default_factory=list)  # what a user should know, one line each
     phases: dict[str, float] = field(default_factory=dict)  # where the seconds went
     decisions: list[str] = field(default_factory=list)  # what was chosen and why (-v)
+    already_there: bool = False  # the target held every image: nothing saved or sent
 
     @property
     def ratio(self) -> float:
@@ -86,6 +87,8 @@ class Report:
             out["phases"] = self.phases
         if self.decisions:
             out["decisions"] = self.decisions
+        if self.already_there:
+            out["already_there"] = True
         return out
 
 

@@ -23,14 +23,16 @@ from shipit.archive.target import ArchiveTarget
 from shipit.compression import Codec, Readable
 from shipit.errors import EngineError, PlatformMissing, ShipitError, UsageError, VerificationFailed
 from shipit.inputs import checked_names, open_input
+from shipit.landing import expected_id
+from shipit.landings import Landings
 from shipit.memo import Compressed, Memo
-from shipit.oci import familiar_ref
+from shipit.oci import familiar_ref, normalize_ref
 from shipit.options import ShipOptions
 from shipit.pipeline import IterReader, Producer, Result, Subscriber, Tee
 from shipit.policy import explain, layout_for, plan
 from shipit.progress import Event, Progress
 from shipit.report import Report, TargetResult, report_of
-from shipit.target import Holdings, HoldsNothing, Plan, Source, Target
+from shipit.target import Holdings, HoldsNothing, Plan, Retags, Source, SourceImage, Target
 from shipit.transform import LayerPolicy
 
 
@@ -94,25 +96,39 @@ def ship_many(
     outcomes = {name: TargetResult(name) for name in targets}
     with ExitStack() as stack:
         origin = stack.enter_context(open_source(source, options.connect))
-        layers = origin.layers(names)  # ImageNotFound before any target is touched
-        size = origin.save_size(names)
+        wanted = origin.images(names)  # ImageNotFound before any target is touched
+        layers = [list(image.diff_ids) for image in wanted]
+        size = sum({image.id: image.size for image in wanted}.values()) or None
+        if progress is not None:
+            progress.total = size
+            progress.stage("connecting")
+        opened: dict[str, Target] = {}
+        for name in dict.fromkeys(targets):
+            try:
+                opened[name] = stack.enter_context(open_target(name, options.connect))
+            except ShipitError as exc:
+                outcomes[name].error = exc
+        landings = Landings.default()
+        for name in _already_there(opened, wanted, landings, options, outcomes, started):
+            del opened[name]  # it holds every image: tagged, checked, nothing to send
+        if not opened:
+            return [outcomes[name] for name in targets]
         # The source engine takes seconds before its first byte (a classic store exports
-        # every layer first): connect to the targets and ask them what they hold meanwhile.
+        # every layer first): ask the targets what they hold meanwhile.
         save = _SaveAhead(origin, names)
         stack.callback(save.close)
         if progress is not None:
-            progress.total = size
-            progress.stage(f"connecting; {origin.name} prepares the save")
+            progress.stage(f"{origin.name} prepares the save")
         memo = Memo.default()
         feeds: list[_Feed] = []
-        alone = len(set(targets)) == 1
-        for name in dict.fromkeys(targets):
+        alone = len(opened) == 1
+        for name, target in opened.items():
             try:
                 need = size if options.space_check else None
-                feeds.append(_open_feed(stack, name, options, layers, alone, need))
+                feeds.append(_open_feed(target, options, layers, alone, need))
             except ShipitError as exc:
                 outcomes[name].error = exc
-        feeds = _platforms_checked(feeds, origin, names, outcomes)
+        feeds = _platforms_checked(feeds, origin, wanted, outcomes)
         for feed in feeds:
             if feed.plan.codec is not None:
                 feed.holdings.warm(memo, feed.plan.codec)
@@ -132,6 +148,7 @@ def ship_many(
                 report_to = outcomes[feed.target.name]
                 report_to.error, report_to.report = outcome.error, None
                 if outcome.error is None:
+                    _remember(landings, wanted, feed, outcome)
                     report_to.report = _report(feed, outcome, attempts[feed.target.name], options)
                     report_to.report.phases = _phases(started, connected, outcome)
                     report_to.report.seconds = time.monotonic() - started
@@ -147,15 +164,81 @@ def ship_many(
     return [outcomes[name] for name in targets]
 
 
+def _already_there(
+    opened: dict[str, Target],
+    wanted: list[SourceImage],
+    landings: Landings,
+    options: ShipOptions,
+    outcomes: dict[str, TargetResult],
+    started: float,
+) -> list[str]:
+    """The targets that hold every image exactly: names pointed and checked there, and
+    their reports written, before any save is asked for. (Not with ``--full``, nor with
+    ``--platform``, which may ask for more than the target holds.)"""
+    if options.full or options.platforms:
+        return []
+    done = []
+    for name, target in opened.items():
+        if not target.capabilities.retags:
+            continue
+        try:
+            retags = target.already_holds(wanted, landings.ids)
+            if retags is None:
+                continue
+            if retags:
+                target.retag(retags, wanted, landings.ids)
+        except ShipitError as exc:
+            outcomes[name].error = exc
+            done.append(name)
+            continue
+        outcomes[name].report = _report_held(target, wanted, retags, started)
+        done.append(name)
+    return done
+
+
+def _report_held(
+    target: Target, wanted: list[SourceImage], retags: Retags, started: float
+) -> Report:
+    seconds = time.monotonic() - started
+    layers = len({d for image in wanted for d in image.diff_ids})
+    notes = [f"tagged {', '.join(familiar_ref(n) for _, n in retags)} there"] if retags else []
+    return Report(
+        images=[familiar_ref(image.name) for image in wanted],
+        layers=layers,
+        layers_skipped=layers,
+        seconds=seconds,
+        compression="none",
+        target=target.facts,
+        notes=notes,
+        phases={"connect_and_check": round(seconds, 3)},
+        already_there=True,
+        decisions=["the target holds each image (same ID and diff_ids): no save, no load"],
+    )
+
+
+def _remember(
+    landings: Landings, wanted: list[SourceImage], feed: _Feed, outcome: _Outcome
+) -> None:
+    """Note, for a checked landing, the ID each image has on the target now."""
+    output = outcome.result.output
+    if output is None or outcome.error is not None:
+        return
+    by_name = {normalize_ref(image.name): image.id for image in wanted}
+    for landed in output.images:
+        target_id = expected_id(landed, feed.target.capabilities)
+        for name in landed.names:
+            source_id = by_name.get(normalize_ref(name))
+            if target_id is not None and source_id is not None:
+                landings.remember(source_id, target_id)
+
+
 def _open_feed(
-    stack: ExitStack,
-    name: str,
+    target: Target,
     options: ShipOptions,
     layers: list[list[str]],
     alone: bool,
     size: int | None,
 ) -> _Feed:
-    target = stack.enter_context(open_target(name, options.connect))
     measure = options.codec is None or options.staged is None
     link = target.measure_link() if measure else None
     chosen = plan(target.capabilities, options, link, alone=alone)
@@ -170,7 +253,7 @@ def _open_feed(
 def _platforms_checked(
     feeds: list[_Feed],
     origin: Source,
-    names: list[str],
+    wanted: list[SourceImage],
     outcomes: dict[str, TargetResult],
 ) -> list[_Feed]:
     """Refuse, before a byte is sent, a target whose platform an image plainly lacks: an
@@ -178,15 +261,15 @@ def _platforms_checked(
     containerd store may hold more than it shows; its save then decides.)"""
     if origin.keeps_indexes():
         return feeds  # an index may hold more platforms than the engine shows
-    shown = origin.platforms(names)
+    shown = {image.name: image.platform for image in wanted}
     kept = []
     for feed in feeds:
-        wanted = feed.plan.layout.platforms or ()
+        asked = feed.plan.layout.platforms or ()
         problem = None
         for name, has in shown.items():
             if not has.known:
                 continue
-            for platform in wanted:
+            for platform in asked:
                 if not platform.matches(has):
                     problem = PlatformMissing(
                         f"{familiar_ref(name)} is {has}, not {platform} "

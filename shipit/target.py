@@ -12,7 +12,7 @@ shipit.archive.target.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -58,6 +58,9 @@ class Capabilities:
     """It wants full references in ``manifest.json`` (Podman: else it names ``localhost/…``)."""
     one_index_entry: bool = False
     """It reads ``index.json`` only when that names one image once (Podman 4)."""
+    retags: bool = False
+    """It can tell that it holds an image exactly (by ID) and point a name at it without a
+    load, so a ship of what is already there saves and sends nothing."""
 
     def readable(self, compression: str) -> bool:
         return compression in self.compressions
@@ -138,6 +141,24 @@ class HoldsNothing:
         return True
 
 
+@dataclass(frozen=True)
+class SourceImage:
+    """One named image on a source, as its engine shows it before any save."""
+
+    name: str
+    id: str  # the engine's image ID: the config digest, or (containerd store) the manifest's
+    diff_ids: tuple[str, ...]
+    platform: Platform
+    size: int  # its uncompressed layers, about what a save of it carries
+
+
+#: The image IDs shipit landed on targets before for a source image ID (shipit.landings).
+LandedIds = Callable[[str], frozenset[str]]
+
+#: Names to point at images a target already holds: (image ID there, name).
+Retags = list[tuple[str, str]]
+
+
 class Target(Protocol):
     """A destination, connected. Close it (or use ``with``) when done."""
 
@@ -164,6 +185,16 @@ class Target(Protocol):
 
     def holdings(self, layers: list[list[str]]) -> Holdings:
         """Ask what it holds of the images whose diff_ids are ``layers``."""
+        ...
+
+    def already_holds(self, images: Sequence[SourceImage], landed: LandedIds) -> Retags | None:
+        """With ``capabilities.retags``: when it holds every image exactly (its ID is the
+        source's, or one ``landed`` names, with the same diff_ids), the names still to
+        point; else None, and the images are shipped."""
+        ...
+
+    def retag(self, retags: Retags, images: Sequence[SourceImage], landed: LandedIds) -> None:
+        """Point the names, then check each name is its image (VerificationFailed)."""
         ...
 
     def prepare(self, plan: Plan) -> None:
@@ -199,11 +230,12 @@ class Source(Protocol):
     @property
     def name(self) -> str: ...
 
-    def layers(self, names: list[str]) -> list[list[str]]: ...
-    def platforms(self, names: list[str]) -> dict[str, Platform]: ...
+    def images(self, names: list[str]) -> list[SourceImage]:
+        """Each named image, in order (ImageNotFound for one that does not exist)."""
+        ...
+
     def keeps_indexes(self) -> bool: ...
     def save(self, names: list[str]) -> Iterator[bytes]: ...
-    def save_size(self, names: list[str]) -> int | None: ...
     def close(self) -> None: ...
     def __enter__(self) -> Source: ...
     def __exit__(self, *exc: object) -> None: ...

@@ -7,13 +7,22 @@ import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from shipit.errors import ShipitError
 from shipit.pipeline import Result, Subscriber, subscriber_stream
 from shipit.progress import Progress
-from shipit.target import Capabilities, Holdings, HoldsNothing, Plan, TargetFacts
+from shipit.target import (
+    Capabilities,
+    Holdings,
+    HoldsNothing,
+    LandedIds,
+    Plan,
+    Retags,
+    SourceImage,
+    TargetFacts,
+)
 
 ALL_COMPRESSIONS = frozenset({"none", "gzip", "zstd", "bzip2", "xz"})
 
@@ -59,6 +68,12 @@ class ArchiveTarget:
 
     def summary(self) -> list[tuple[str, str]]:
         return [("archive", self.path), ("takes", "every layout, compression and platform")]
+
+    def already_holds(self, images: Sequence[SourceImage], landed: LandedIds) -> Retags | None:
+        return None  # capabilities.retags is False: an archive file is written whole every time
+
+    def retag(self, retags: Retags, images: Sequence[SourceImage], landed: LandedIds) -> None:
+        raise NotImplementedError("capabilities.retags is False")
 
     def holdings(self, layers: list[list[str]]) -> Holdings:
         return HoldsNothing()

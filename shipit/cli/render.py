@@ -217,14 +217,21 @@ def print_report(
     if report.output:
         where = f" to {report.output}"
     speed = report.bytes_read / report.seconds / 1e6 if report.seconds else 0
-    typer.echo(
-        f"{verb} {', '.join(data['images'])}{where}: {_count(data['layers'], 'layer')}"
-        f"{f' ({report.layers_skipped} already there)' if report.layers_skipped else ''}, "
-        f"{human(report.bytes_read)} read, {human(report.bytes_sent)} written "
-        f"({report.ratio:.2f}x, {_compression(report)}) in {report.seconds:.1f} s "
-        f"({speed:.0f} MB/s)",
-        err=True,
-    )
+    if report.already_there:
+        typer.echo(
+            f"{', '.join(data['images'])} already{where.replace(' into ', ' in ', 1)}: "
+            f"nothing saved or sent, in {report.seconds:.1f} s",
+            err=True,
+        )
+    else:
+        typer.echo(
+            f"{verb} {', '.join(data['images'])}{where}: {_count(data['layers'], 'layer')}"
+            f"{f' ({report.layers_skipped} already there)' if report.layers_skipped else ''}, "
+            f"{human(report.bytes_read)} read, {human(report.bytes_sent)} written "
+            f"({report.ratio:.2f}x, {_compression(report)}) in {report.seconds:.1f} s "
+            f"({speed:.0f} MB/s)",
+            err=True,
+        )
     for note in report.notes:
         typer.echo(f"shipit: note: {note}", err=True)
     if verbose:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +58,15 @@ from shipit.pipeline import Result, Subscriber, subscriber_stream
 from shipit.platforms import Platform
 from shipit.progress import Progress
 from shipit.remote import Completed, RemoteHost
-from shipit.target import Capabilities, Holdings, Plan, TargetFacts
+from shipit.target import (
+    Capabilities,
+    Holdings,
+    LandedIds,
+    Plan,
+    Retags,
+    SourceImage,
+    TargetFacts,
+)
 
 #: containerd reads zstd layers from 1.5 on (``images.MediaTypeDockerSchema2LayerZstd``
 #: and the OCI zstd layer type in ``diff/apply``).
@@ -429,6 +437,14 @@ class ContainerdTarget:
         return frozenset(d for d in done.text.split() if d.startswith("sha256:"))
 
     # a ship -------------------------------------------------------------------------
+
+    def already_holds(self, images: Sequence[SourceImage], landed: LandedIds) -> Retags | None:
+        # capabilities.retags is False, not yet: every ship to a node is an import (whose
+        # delta sends no layer the node holds)
+        return None
+
+    def retag(self, retags: Retags, images: Sequence[SourceImage], landed: LandedIds) -> None:
+        raise NotImplementedError("capabilities.retags is False")
 
     def holdings(self, layers: list[list[str]]) -> Holdings:
         return ContentHoldings(self, self.content())

@@ -67,6 +67,7 @@ class EngineInfo:
             holdings="content" if containerd else "chains",
             identity="manifest" if containerd else "config",
             describe=f"{self.name} (Engine {self.engine_version}, {self.image_store} store)",
+            retags=True,
         )
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
 from shipit.compression import Codec, compressed_chunks
-from shipit.daemon.delta import Delta, image_layers, plan
+from shipit.daemon.delta import Delta, plan
 from shipit.daemon.endpoint import Endpoint, resolve_endpoint
 from shipit.daemon.engine import (
     EngineInfo,
@@ -21,13 +21,21 @@ from shipit.daemon.engine import (
 )
 from shipit.daemon.staging import STAGE_REPO, StagedFeed
 from shipit.errors import ImageNotFound, NoSpace
-from shipit.landing import check_landed
+from shipit.landing import check_landed, check_retagged, is_image, source_image
+from shipit.oci import normalize_ref, split_ref
 from shipit.options import Connect
 from shipit.pipeline import Result, Subscriber, subscriber_stream
-from shipit.platforms import Platform
 from shipit.progress import Progress
 from shipit.ssh import SSHSession
-from shipit.target import Capabilities, Holdings, Plan, TargetFacts
+from shipit.target import (
+    Capabilities,
+    Holdings,
+    LandedIds,
+    Plan,
+    Retags,
+    SourceImage,
+    TargetFacts,
+)
 
 
 class DockerTarget:
@@ -98,6 +106,38 @@ class DockerTarget:
         assert self._caps.platform is not None
         self._delta = plan(self.endpoint, self._caps, layers, self._caps.platform)
         return self._delta
+
+    def already_holds(self, images: Sequence[SourceImage], landed: LandedIds) -> Retags | None:
+        """Each image under its name, or (for a name to point) under an ID it is known
+        by: the source's, or one a checked landing of it had here before."""
+        retags: Retags = []
+        for image in images:
+            if split_ref(image.name)[2]:
+                return None  # a name with a digest cannot be pointed by a tag
+            ids = landed(image.id)
+            if is_image(image_inspect(self.endpoint, image.name), ids, image):
+                continue
+            held = next(
+                (i for i in sorted(ids) if is_image(image_inspect(self.endpoint, i), ids, image)),
+                None,
+            )
+            if held is None:
+                return None
+            retags.append((held, image.name))
+        return retags
+
+    def retag(self, retags: Retags, images: Sequence[SourceImage], landed: LandedIds) -> None:
+        for image_id, name in retags:
+            repository, tag, _ = split_ref(normalize_ref(name))
+            try:
+                self.endpoint.api.tag(image_id, repository, tag or "latest")
+            except Exception as exc:
+                raise self.endpoint.failure(f"tagging {name} on", exc) from exc
+
+        def inspect(names: tuple[str, ...]) -> dict[str, Any]:
+            return {name: image_inspect(self.endpoint, name) for name in names}
+
+        check_retagged(images, landed, inspect, self.name)
 
     def prepare(self, plan: Plan) -> None:
         if plan.staged:
@@ -256,36 +296,19 @@ class DockerSource:
     def name(self) -> str:
         return self.endpoint.name
 
-    def layers(self, names: list[str]) -> list[list[str]]:
-        """The diff_ids of each named image (ImageNotFound for one that does not exist)."""
-        return image_layers(self.endpoint, names)
-
-    def platforms(self, names: list[str]) -> dict[str, Platform]:
-        """The platform ``image inspect`` shows for each image (one per image: on a
+    def images(self, names: list[str]) -> list[SourceImage]:
+        """One ``image inspect`` per name. The platform is the one it shows (on a
         containerd store an index may hold more, which only its save tells)."""
-        out = {}
-        for name in names:
-            details = image_inspect(self.endpoint, name)
-            if details is None:
-                raise ImageNotFound(f"{self.endpoint.name}: no such image: {name}")
-            out[name] = Platform.of(
-                str(details.get("Os") or "linux"),
-                str(details.get("Architecture") or ""),
-                details.get("Variant") or None,
-            )
-        return out
+        return [source_image(name, self._inspect(name)) for name in names]
+
+    def _inspect(self, name: str) -> dict[str, Any]:
+        details = image_inspect(self.endpoint, name)
+        if details is None:
+            raise ImageNotFound(f"{self.endpoint.name}: no such image: {name}")
+        return details
 
     def save(self, names: list[str]) -> Iterator[bytes]:
         return save_stream(self.endpoint, names)
-
-    def save_size(self, names: list[str]) -> int | None:
-        """About the bytes a save of ``names`` carries: their uncompressed layers."""
-        sizes = {}
-        for name in names:
-            details = image_inspect(self.endpoint, name)
-            if details:
-                sizes[details.get("Id")] = int(details.get("Size") or 0)
-        return sum(sizes.values()) or None
 
     def close(self) -> None:
         self.endpoint.close()

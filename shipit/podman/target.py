@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,16 +38,24 @@ from shipit.errors import (
     Unsupported,
     UsageError,
 )
-from shipit.landing import check_landed
+from shipit.landing import check_landed, check_retagged, image_id, is_image, source_image
 from shipit.memo import Memo
-from shipit.oci import familiar_ref
+from shipit.oci import familiar_ref, normalize_ref, split_ref
 from shipit.options import Connect
 from shipit.pipeline import Result, Subscriber, subscriber_stream
 from shipit.platforms import Platform
 from shipit.progress import Progress
 from shipit.remote import Completed, RemoteHost
 from shipit.ssh import parse_user_host_port
-from shipit.target import Capabilities, Holdings, Plan, TargetFacts
+from shipit.target import (
+    Capabilities,
+    Holdings,
+    LandedIds,
+    Plan,
+    Retags,
+    SourceImage,
+    TargetFacts,
+)
 
 SCHEME = "podman://"
 #: One shell line that says which engine CLIs a host has (a line each), after a marker
@@ -102,6 +110,7 @@ class PodmanInfo:
             describe=f"{self.name} (Podman {self.version}, {self.mode}, {self.storage_driver})",
             full_repo_tags=True,
             one_index_entry=True,
+            retags=True,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -350,6 +359,40 @@ class PodmanTarget:
             ("zstd layers", "yes" if info.loads_zstd else "no (needs Podman 4+)"),
         ]
 
+    def _named(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """Inspect details of each full name that is a tag here (Podman resolves a short
+        name to ``localhost/…`` too: those are not the name asked for)."""
+        found = self.host.inspect(names)
+        return {n: d for n, d in found.items() if d and n in (d.get("RepoTags") or [])}
+
+    def already_holds(self, images: Sequence[SourceImage], landed: LandedIds) -> Retags | None:
+        if any(split_ref(image.name)[2] for image in images):
+            return None  # a name with a digest cannot be pointed by a tag
+        named = self._named([normalize_ref(image.name) for image in images])
+        retags: Retags = []
+        for image in images:
+            ids = landed(image.id)
+            if is_image(named.get(normalize_ref(image.name)), ids, image):
+                continue
+            by_id = self.host.inspect([i.removeprefix("sha256:") for i in sorted(ids)])
+            held = next((d for d in by_id.values() if is_image(d, ids, image)), None)
+            if held is None:
+                return None
+            retags.append((image_id(held), normalize_ref(image.name)))
+        return retags
+
+    def retag(self, retags: Retags, images: Sequence[SourceImage], landed: LandedIds) -> None:
+        for held, name in retags:
+            done = self.host.remote.run(["podman", "tag", held.removeprefix("sha256:"), name])
+            if not done.ok:
+                raise failure(done, f"tagging {familiar_ref(name)} on {self.name}")
+
+        def inspect(names: tuple[str, ...]) -> dict[str, Any]:
+            named = self._named([normalize_ref(n) for n in names])
+            return {n: named.get(normalize_ref(n)) for n in names}
+
+        check_retagged(images, landed, inspect, self.name)
+
     def holdings(self, layers: list[list[str]]) -> Holdings:
         if len({tuple(x) for x in layers}) != 1:
             return PodmanHoldings(frozenset())  # several images: a docker-archive, whole
@@ -459,20 +502,9 @@ class PodmanSource:
                 raise ImageNotFound(f"{self.name}: no such image: {familiar_ref(name)}")
         return found
 
-    def layers(self, names: list[str]) -> list[list[str]]:
+    def images(self, names: list[str]) -> list[SourceImage]:
         found = self._details(names)
-        return [list((found[n].get("RootFS") or {}).get("Layers") or []) for n in names]
-
-    def platforms(self, names: list[str]) -> dict[str, Platform]:
-        found = self._details(names)
-        return {
-            n: Platform.of(
-                str(found[n].get("Os") or "linux"),
-                str(found[n].get("Architecture") or ""),
-                found[n].get("Variant") or None,
-            )
-            for n in names
-        }
+        return [source_image(n, found[n]) for n in names]
 
     def save(self, names: list[str]) -> Iterator[bytes]:
         argv = ["podman", "save", "--format", "docker-archive"]
@@ -481,12 +513,6 @@ class PodmanSource:
         return self.host.remote.stream(
             [*argv, *names], failed=lambda done: failure(done, f"saving from {self.name}")
         )
-
-    def save_size(self, names: list[str]) -> int | None:
-        sizes = {}
-        for details in self.host.inspect(names).values():
-            sizes[details.get("Id")] = int(details.get("Size") or 0)
-        return sum(sizes.values()) or None
 
     def close(self) -> None:
         self.host.close()

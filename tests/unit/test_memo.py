@@ -145,3 +145,34 @@ def test_concurrent_writers_leave_every_entry_whole(tmp_path: Path) -> None:
         assert got is not None and got.size == 1000 + k and got.compression == "zstd"
     left = [p.name for p in (tmp_path / "compressed").rglob("*") if p.name.startswith(".tmp")]
     assert left == []
+
+
+def test_landings_remember_checked_target_ids(tmp_path):
+    from shipit.landings import KEEP, Landings
+
+    source, target = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    landings = Landings(tmp_path)
+    assert landings.ids(source) == {source}  # an image is always known by its own ID
+    landings.remember(source, target)
+    landings.remember(source, target)  # once is enough
+    assert Landings(tmp_path).ids(source) == {source, target}
+    for n in range(KEEP + 3):
+        landings.remember(source, f"sha256:{n:064x}")
+    assert len(landings.ids(source)) == KEEP + 1  # the newest KEEP, and itself
+
+
+def test_landings_ignore_what_is_not_a_digest(tmp_path):
+    from shipit.landings import Landings
+
+    source = "sha256:" + "c" * 64
+    landings = Landings(tmp_path)
+    landings.remember("not-a-digest", "sha256:" + "d" * 64)
+    landings.remember(source, "sha256:short")
+    assert landings.ids(source) == {source}
+    (tmp_path / "landed").mkdir(exist_ok=True)
+    (tmp_path / "landed" / ("c" * 64)).write_text(
+        '["sha256:../../etc", 7, "' + "sha256:" + "e" * 64 + '"]'
+    )
+    assert landings.ids(source) == {source, "sha256:" + "e" * 64}
+    (tmp_path / "landed" / ("c" * 64)).write_text("{broken")
+    assert landings.ids(source) == {source}
