@@ -117,6 +117,11 @@ def draw(docs: Path) -> Path:
             legend.setdefault(name, handle)
     names = [n for n, _ in METHODS.values() if n in legend]
     fig.legend([legend[n] for n in names], names, loc="lower center", ncol=len(names), fontsize=8)
+    when = [f"Docker engines: {json.loads((docs / 'benchmarks.json').read_text())['generated']}"]
+    nodes_file = docs / "benchmarks-nodes.json"
+    if nodes_file.exists():
+        when.append(f"containerd node: {json.loads(nodes_file.read_text())['generated']}")
+    fig.text(0.99, 0.005, "measured " + "; ".join(when), fontsize=6, ha="right")
     if failed:
         fig.text(0.01, 0.005, "failed runs: " + "; ".join(failed), fontsize=6)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
