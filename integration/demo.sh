@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The main job on the local rig: ship rosie from Engine 20.10 to the containerd-store
-# Engine 26 over SSH (an alias of the rig's ssh config), then run it there.
+# Engine 26 over SSH (an alias of the rig's ssh config), ship it again (nothing to send),
+# then run it there.
 #
-# It ships a tag of its own, rosie:demo, and removes it at the end: the tests rely on
-# rosie:latest and rosie:test being the one image rig.sh built on every engine.
+# It ships an image of its own, rosie:demo (rosie with a label of this run, so no target
+# has it yet), and removes it at the end: the tests rely on rosie:latest and rosie:test
+# being the one image rig.sh built on every engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RIG_DIR="${SHIPIT_RIG_DIR:-/var/tmp/shipit-rig}"
@@ -26,9 +28,18 @@ done
 # Start from a target that lacks the image, so the whole job is visible.
 cleanup
 trap cleanup EXIT
-rig_ssh rig-d20 docker tag rosie:latest "$DEMO"
+# (the legacy builder's deprecation notice is shown only if the build fails)
+if ! built=$(printf 'FROM rosie:latest\nLABEL shipit.demo="%s"\n' "$(date -u +%FT%TZ)" |
+    DOCKER_BUILDKIT=0 DOCKER_CONFIG="$RIG_DIR/docker-config" \
+        docker -H "unix://$RIG_DIR/d20/docker.sock" build -q -t "$DEMO" - 2>&1); then
+    printf '%s\n' "$built" >&2
+    exit 1
+fi
 
 say shipit "$DEMO" --from "unix://$RIG_DIR/d20/docker.sock" --to rig-d26c
+"$SHIPIT" "$DEMO" --from "unix://$RIG_DIR/d20/docker.sock" --to rig-d26c
+
+say shipit "$DEMO" --from "unix://$RIG_DIR/d20/docker.sock" --to rig-d26c "  # again"
 "$SHIPIT" "$DEMO" --from "unix://$RIG_DIR/d20/docker.sock" --to rig-d26c
 
 say ssh rig-d26c docker run --rm --network none "$DEMO"

@@ -212,7 +212,10 @@ def _report_held(
         notes=notes,
         phases={"connect_and_check": round(seconds, 3)},
         already_there=True,
-        decisions=["the target holds each image (same ID and diff_ids): no save, no load"],
+        decisions=[
+            "the target holds each image (same ID and diff_ids): no save, no load",
+            *(["reached the engine through sudo -n"] if target.about().get("sudo") else []),
+        ],
     )
 
 

@@ -36,6 +36,7 @@ def test_demo_leaves_the_test_images_alone(rig):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "shipped rosie:demo into rig-d26c" in done.stderr  # the summary, on stderr
+    assert "rosie:demo already in rig-d26c" in done.stderr  # the second ship: nothing sent
     assert done.stdout.rstrip().endswith("Hello, World!")
     assert fixtures() == before
     for engine in ENGINES:

@@ -107,12 +107,16 @@ def test_unreachable_host_is_one_clear_line(rig, tmp_path):
 
 
 def test_library_call(rig):
-    from shipit.api import ship
+    from shipit.api import ShipOptions, ship
+
+    Full = ShipOptions(full=True)  # noqa: N806 - every layer, though the target has them
 
     remove(rig, "d26c", "rosie:test")
-    report = ship(["rosie:test"], to=socket(rig, "d26c"), source=socket(rig, "d20"))
+    report = ship(["rosie:test"], to=socket(rig, "d26c"), source=socket(rig, "d20"), options=Full)
     assert report.images == ["rosie:test"] and report.target.image_store == "containerd"
-    assert report.bytes_sent > 0 and report.layers >= 1
+    assert report.bytes_sent > 0 and report.layers >= 1 and not report.already_there
+    again = ship(["rosie:test"], to=socket(rig, "d26c"), source=socket(rig, "d20"))
+    assert again.already_there and again.bytes_sent == 0
 
 
 BIG = "bigfiles:latest"
