@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
-from shipit.memo import cache_dir
+from shipit.memo import cache_dir, replace_json
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 #: Per source image, the most target IDs kept (one per codec and layout, in practice).
@@ -63,17 +61,7 @@ class Landings:
                 known = []
             if target_id in known:
                 return
-            known = [*known, target_id][-KEEP:]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "w") as out:
-                    json.dump(known, out)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            replace_json(path, [*known, target_id][-KEEP:])
 
 
 def _digests(entries: object) -> list[str]:

@@ -36,7 +36,7 @@ from shipit.archive.writer import TarStream, make_image
 from shipit.compression import Codec
 from shipit.daemon.endpoint import Endpoint
 from shipit.daemon.engine import image_inspect, load_stream, remove_repository, throwaway_tag
-from shipit.errors import EngineError, ImageNotFound
+from shipit.errors import EngineError
 from shipit.memo import Memo
 from shipit.oci import (
     OCI_LAYER,
@@ -109,17 +109,6 @@ class Delta:
             for r in records
             if r.diff_id in self.candidates
         )
-
-
-def image_layers(endpoint: Endpoint, refs: Iterable[str]) -> list[list[str]]:
-    """The diff_ids of each named image (ImageNotFound for one that does not exist)."""
-    out = []
-    for ref in refs:
-        details = image_inspect(endpoint, ref)
-        if details is None:
-            raise ImageNotFound(f"{endpoint.name}: no such image: {ref}")
-        out.append(list((details.get("RootFS") or {}).get("Layers") or []))
-    return out
 
 
 #: Image lists tried this many times when another client was deleting an image meanwhile.
