@@ -83,6 +83,14 @@ cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
 # no expiry check where the mirror serves a frozen snapshot): carry them over.
 apt-config dump | grep -E '^Acquire::(Check-Valid-Until|Check-Date|https?::Proxy) ' \
   >"$ROOT/etc/apt/apt.conf.d/90shipit-check-host" || true
+# ... and the same TLS trust and pip settings (a site CA in front of PyPI): local CAs where
+# Debian keeps them (they survive a rebuild of the bundle), the bundle itself, pip.conf.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  mkdir -p "$ROOT/usr/local/share/ca-certificates" "$ROOT/etc/ssl/certs"
+  cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+  cp -L /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
+fi
+[[ -f /etc/pip.conf ]] && cp /etc/pip.conf "$ROOT/etc/pip.conf"
 
 # What runs inside: the rig's up/status/down, or the CI on a clone of HEAD.
 if [[ $CI_RUN == 1 ]]; then
