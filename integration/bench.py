@@ -341,7 +341,8 @@ def build_images(engine: str) -> None:
 
 
 def ctr(engine: str) -> str:
-    return f"{RIG}/cache/trixie/usr/bin/ctr -a {RIG}/{engine}/containerd/containerd.sock -n moby"
+    c = rig()["tools"]["ctr"][engine]
+    return f"{c['bin']} -a {c['address']} -n {c['namespace']}"
 
 
 # Every digest the bench images have had on a containerd target (manifests, configs and
@@ -495,8 +496,9 @@ def wait_engines(seconds: float = 180) -> None:
 # ---------------------------------------------------------------- the bench's own engine
 
 
-def trixie() -> Path:
-    return RIG / "cache" / "trixie"
+def d26_usr() -> Path:
+    """Where d26's binaries are: unpacked from another suite, or the system's /usr."""
+    return Path(rig()["engines"][SOURCE]["usr"])
 
 
 def pid_of(pidfile: Path, needle: str) -> int | None:
@@ -539,7 +541,7 @@ def stop_extra_engine() -> None:
 
 
 def start_extra_engine() -> None:
-    """d26x: Engine 26.1 (the rig's trixie binaries), classic store, own containerd."""
+    """d26x: Engine 26.1 (d26's binaries), classic store, own containerd."""
     stop_extra_engine()
     d = WORK / EXTRA
     (d / "containerd").mkdir(parents=True)
@@ -552,11 +554,11 @@ def start_extra_engine() -> None:
         f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{d}/containerd/opt"\n'
     )
     (d / "daemon.json").write_text("{}\n")
-    t = trixie()
-    env = dict(ENV, PATH=f"{t}/usr/sbin:{t}/usr/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    u = d26_usr()
+    env = dict(ENV, PATH=f"{u}/sbin:{u}/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     with open(d / "containerd" / "containerd.log", "ab") as out:
         p = subprocess.Popen(
-            [f"{t}/usr/bin/containerd", "--config", f"{d}/containerd/config.toml"],
+            [f"{u}/bin/containerd", "--config", f"{d}/containerd/config.toml"],
             stdout=out,
             stderr=out,
             env=env,
@@ -567,7 +569,7 @@ def start_extra_engine() -> None:
     with open(d / "dockerd.log", "ab") as out:
         p = subprocess.Popen(
             [
-                f"{t}/usr/sbin/dockerd",
+                f"{u}/sbin/dockerd",
                 *("--config-file", f"{d}/daemon.json", "--data-root", f"{d}/root"),
                 *("--exec-root", f"{d}/exec", "-H", f"unix://{d}/docker.sock"),
                 *("--pidfile", f"{d}/docker.pid", "--group", "shipit-rig"),

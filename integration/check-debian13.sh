@@ -91,6 +91,9 @@ if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
   cp -L /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
 fi
 [[ -f /etc/pip.conf ]] && cp /etc/pip.conf "$ROOT/etc/pip.conf"
+# A machine resolves its own name (sudo warns on every call otherwise).
+grep -qw "$(hostname)" "$ROOT/etc/hosts" 2>/dev/null ||
+  printf '127.0.1.1\t%s\n' "$(hostname)" >>"$ROOT/etc/hosts"
 
 # What runs inside: the rig's up/status/down, or the CI on a clone of HEAD.
 if [[ $CI_RUN == 1 ]]; then

@@ -426,8 +426,10 @@ ensure_users() {
     chmod 600 "$home/$AUTH_KEYS"
   done
   local rule
+  # Both the binary and the link on the users' PATH: sudo 1.9.16 (Debian 13) matches
+  # the path as run, 1.9.13 (Debian 12) also its target.
   rule="# Written by shipit integration/nodes.sh: rig-node-sudo may run the nodes' ctr.
-rig-node-sudo ALL=(root) NOPASSWD: $(node_ctr c17), $(node_ctr c21)"
+rig-node-sudo ALL=(root) NOPASSWD: $(node_ctr c17), $(node_ctr c21), $(node_dir c17)/bin/ctr, $(node_dir c21)/bin/ctr"
   printf '%s\n' "$rule" >"$SUDOERS.tmp-check"
   visudo -cqf "$SUDOERS.tmp-check" || die "visudo rejects the sudoers rule"
   mv -f "$SUDOERS.tmp-check" "$SUDOERS"

@@ -973,7 +973,7 @@ write_rig_json() {
     [[ $first == 1 ]] || out+=","
     first=0
     out+="
-  $(json_str "$e"): {\"socket\": $(json_str "unix://$(engine_sock "$e")"), \"ssh_alias\": $(json_str "rig-$e"), \"ssh_user\": $(json_str "rig-$e"), \"version\": $(json_str "${ver%%+*}"), \"server_version\": $(json_str "$ver"), \"api_version\": $(json_str "$api"), \"store\": \"$store\", \"zstd\": $zstd}"
+  $(json_str "$e"): {\"socket\": $(json_str "unix://$(engine_sock "$e")"), \"ssh_alias\": $(json_str "rig-$e"), \"ssh_user\": $(json_str "rig-$e"), \"version\": $(json_str "${ver%%+*}"), \"server_version\": $(json_str "$ver"), \"api_version\": $(json_str "$api"), \"store\": \"$store\", \"zstd\": $zstd, \"usr\": $(json_str "$(engine_prefix "$e")/usr")}"
   done
   local fps="" t fp
   for t in ed25519 rsa; do

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from engines import inspect, socket
@@ -17,7 +16,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def small_engine(rig, tmp_path_factory):
     """dockerd with its data root on an 8 MB tmpfs (its own managed containerd)."""
-    bin_dir = Path(rig["rig_dir"]) / "cache" / "trixie" / "usr"
+    bin_dir = rig["engines"]["d26"]["usr"]  # d26's binaries: unpacked, or the system's
     folder = tmp_path_factory.mktemp("small")
     root = folder / "root"
     root.mkdir()
