@@ -214,7 +214,7 @@ def _report_held(
         already_there=True,
         decisions=[
             "the target holds each image (same ID and diff_ids): no save, no load",
-            *(["reached the engine through sudo -n"] if target.about().get("sudo") else []),
+            *_access(target),
         ],
     )
 
@@ -367,9 +367,13 @@ def _report(feed: _Feed, outcome: _Outcome, attempts: int, options: ShipOptions)
             f"delta: {held} of {held + len(result.sent)} layers already on the target"
             + ("" if attempts == 1 else f" (attempt {attempts}: every layer sent)")
         )
-    if feed.target.about().get("sudo"):
-        report.decisions.append("reached the engine through sudo -n")
+    report.decisions += _access(feed.target)
     return report
+
+
+def _access(target: Target) -> list[str]:
+    """What ``-v`` says about how the engine was reached."""
+    return ["reached the engine through sudo -n"] if target.about().get("sudo") else []
 
 
 # One read of a source, fed to every target ----------------------------------------------

@@ -134,10 +134,7 @@ class DockerTarget:
             except Exception as exc:
                 raise self.endpoint.failure(f"tagging {name} on", exc) from exc
 
-        def inspect(names: tuple[str, ...]) -> dict[str, Any]:
-            return {name: image_inspect(self.endpoint, name) for name in names}
-
-        check_retagged(images, landed, inspect, self.name)
+        check_retagged(images, landed, self._inspect_names, self.name)
 
     def prepare(self, plan: Plan) -> None:
         if plan.staged:
@@ -215,11 +212,10 @@ class DockerTarget:
         """Every name must now be the image sent: the same diff_ids for the platform the
         engine runs, and the same ID (the config's digest, or what was sent on top)."""
         assert result.output is not None
+        check_landed(result.output, self._caps, self._inspect_names, self.name)
 
-        def inspect(names: tuple[str, ...]) -> dict[str, Any]:
-            return {name: image_inspect(self.endpoint, name) for name in names}
-
-        check_landed(result.output, self._caps, inspect, self.name)
+    def _inspect_names(self, names: tuple[str, ...]) -> dict[str, Any]:
+        return {name: image_inspect(self.endpoint, name) for name in names}
 
     def close(self) -> None:
         self.endpoint.close()

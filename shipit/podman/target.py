@@ -455,12 +455,7 @@ class PodmanTarget:
         assert result.output is not None
 
         def inspect(names: tuple[str, ...]) -> dict[str, Any]:
-            found = self.host.inspect(list(names))  # one podman command for them all
-            return {
-                name: details
-                for name, details in found.items()
-                if details is not None and name in (details.get("RepoTags") or [])
-            }
+            return self._named(list(names))  # one podman command for them all
 
         check_landed(result.output, self._caps, inspect, self.name)
 
