@@ -44,7 +44,7 @@ lint: install
 	$(VENV)/bin/ruff format --check shipit tests integration
 	$(VENV)/bin/mypy shipit
 
-# 50 redeploys in a row into each store over SSH: bytes, RSS, disk, leftovers (~10 min).
+# 50 redeploys in a row into each store over SSH: bytes, RSS, disk, leftovers (~12 min).
 soak: install rig-up
 	$(PY) integration/soak.py --rounds 50
 
