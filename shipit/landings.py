@@ -49,10 +49,16 @@ class Landings:
                 found.update(_digests(json.loads(path.read_text())))
         return frozenset(found)
 
-    def remember(self, source_id: str, target_id: str) -> None:
-        """Note a checked landing of ``source_id`` as ``target_id``."""
+    def landed_before(self, source_id: str) -> bool:
+        """Whether a checked landing of ``source_id`` was noted here (under any ID)."""
         path = self._path(source_id)
-        if path is None or not _DIGEST.fullmatch(target_id) or target_id == source_id:
+        return path is not None and path.is_file()
+
+    def remember(self, source_id: str, target_id: str) -> None:
+        """Note a checked landing of ``source_id`` as ``target_id`` (its own ID too: then
+        the file says only that it landed somewhere before)."""
+        path = self._path(source_id)
+        if path is None or not _DIGEST.fullmatch(target_id):
             return
         with contextlib.suppress(OSError, ValueError, TypeError):
             try:

@@ -28,7 +28,15 @@ from shipit.archive.writer import OCI_LAYOUT, TarStream
 from shipit.compression import Readable, Reader
 from shipit.errors import ShipitError
 from shipit.progress import Event, Progress
-from shipit.transform import LayerPolicy, Layout, Output, Rewritten, rewrite, spool_dir
+from shipit.transform import (
+    GrowingSpool,
+    LayerPolicy,
+    Layout,
+    Output,
+    Rewritten,
+    rewrite,
+    spool_dir,
+)
 
 #: Finished blobs a sink may fall behind by. They sit in temp files, so this bounds disk
 #: use, not memory; it lets compression run ahead of a slow sink by a few layers.
@@ -42,15 +50,21 @@ class _Cancelled(Exception):
 
 
 class SharedSpool:
-    """A finished blob in an anonymous temp file, read by several sinks independently."""
+    """A blob in an anonymous temp file, read by several sinks independently: finished,
+    or still growing (then its writer holds a share until it ends)."""
 
-    def __init__(self, file: BinaryIO, readers: int) -> None:
-        self._file = file
-        self._fd = file.fileno()
-        self._refs = readers
+    def __init__(self, file: BinaryIO | GrowingSpool, readers: int) -> None:
+        self._growing = file if isinstance(file, GrowingSpool) else None
+        self._file = file.file if isinstance(file, GrowingSpool) else file
+        self._fd = self._file.fileno()
+        self._refs = readers + (1 if self._growing else 0)
         self._lock = threading.Lock()
+        if self._growing is not None:
+            self._growing.when_ended(self.release)
 
     def reader(self) -> Reader:
+        if self._growing is not None:
+            return _GrowingReader(self._growing)
         return _SpoolReader(self._fd)
 
     def release(self) -> None:
@@ -67,6 +81,17 @@ class _SpoolReader(Reader):
 
     def read(self, size: int = -1) -> bytes:
         data = os.pread(self._fd, CHUNK if size < 0 else size, self._pos)
+        self._pos += len(data)
+        return data
+
+
+class _GrowingReader(Reader):
+    def __init__(self, spool: GrowingSpool) -> None:
+        self._spool = spool
+        self._pos = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._spool.read_at(self._pos, CHUNK if size < 0 else size)
         self._pos += len(data)
         return data
 
@@ -192,11 +217,15 @@ class Producer(threading.Thread):
             if self._on_done:
                 self._on_done()
 
-    def _blob(self, record: BlobRecord, spool: BinaryIO | None) -> None:
+    def _blob(self, record: BlobRecord, spool: BinaryIO | GrowingSpool | None) -> None:
         live = [s for s in self.subscribers if not s.gone.is_set()]
-        if spool is not None and not live:
+        if isinstance(spool, GrowingSpool):
+            shared: SharedSpool | None = SharedSpool(spool, len(live))  # closed when ended
+        elif spool is not None and not live:
             spool.close()
-        shared = SharedSpool(spool, len(live)) if spool is not None and live else None
+            shared = None
+        else:
+            shared = SharedSpool(spool, len(live)) if spool is not None else None
         for subscriber in live:
             self._put(subscriber, BlobReady(record, shared))
 
@@ -351,7 +380,7 @@ def scan_only(src: Readable, policy: LayerPolicy, progress: Progress | None = No
     """Read an archive without writing one (inspect, verify)."""
     emit = emitter(progress)
 
-    def on_blob(record: BlobRecord, spool: BinaryIO | None) -> None:
+    def on_blob(record: BlobRecord, spool: BinaryIO | GrowingSpool | None) -> None:
         emit(Event("blob", record.size, record=record))
 
     counting = CountingReader(src, lambda n: emit(Event("read", n)))

@@ -99,6 +99,13 @@ def ship_many(
         wanted = origin.images(names)  # ImageNotFound before any target is touched
         layers = [list(image.diff_ids) for image in wanted]
         size = sum({image.id: image.size for image in wanted}.values()) or None
+        landings = Landings.default()
+        save: _SaveAhead | None = None
+        if not _may_be_there(wanted, landings, options):
+            # The source takes seconds before its first byte (a classic store exports
+            # every layer first): ask for the save now, while the targets connect.
+            save = _SaveAhead(origin, names)
+            stack.callback(save.close)
         if progress is not None:
             progress.total = size
             progress.stage("connecting")
@@ -108,15 +115,13 @@ def ship_many(
                 opened[name] = stack.enter_context(open_target(name, options.connect))
             except ShipitError as exc:
                 outcomes[name].error = exc
-        landings = Landings.default()
         for name in _already_there(opened, wanted, landings, options, outcomes, started):
             del opened[name]  # it holds every image: tagged, checked, nothing to send
         if not opened:
             return [outcomes[name] for name in targets]
-        # The source engine takes seconds before its first byte (a classic store exports
-        # every layer first): ask the targets what they hold meanwhile.
-        save = _SaveAhead(origin, names)
-        stack.callback(save.close)
+        if save is None:  # ask the targets what they hold while the source prepares
+            save = _SaveAhead(origin, names)
+            stack.callback(save.close)
         if progress is not None:
             progress.stage(f"{origin.name} prepares the save")
         memo = Memo.default()
@@ -164,6 +169,15 @@ def ship_many(
     return [outcomes[name] for name in targets]
 
 
+def _may_be_there(wanted: list[SourceImage], landings: Landings, options: ShipOptions) -> bool:
+    """Whether a target may hold every image already, so the save waits for the targets'
+    answer: each image landed from here before. (An image never shipped from here is
+    seldom on a target by its own ID; when it is, the save asked for is dropped unread.)"""
+    if options.full or options.platforms:
+        return False  # shipped whatever the targets hold
+    return all(landings.landed_before(image.id) for image in wanted)
+
+
 def _already_there(
     opened: dict[str, Target],
     wanted: list[SourceImage],
@@ -192,6 +206,8 @@ def _already_there(
             done.append(name)
             continue
         outcomes[name].report = _report_held(target, wanted, retags, started)
+        for image in wanted:  # the next ship waits for the targets' answer too
+            landings.remember(image.id, image.id)
         done.append(name)
     return done
 
@@ -244,11 +260,11 @@ def _open_feed(
 ) -> _Feed:
     measure = options.codec is None or options.staged is None
     link = target.measure_link() if measure else None
-    chosen = plan(target.capabilities, options, link, alone=alone)
+    holdings = HoldsNothing() if options.full else target.holdings(layers)
+    chosen = plan(target.capabilities, options, link, alone=alone, cold=holdings.holds_none())
     chosen = replace(chosen, store_bytes=size)
     if chosen.staged and layers:
         chosen = replace(chosen, stage_order=tuple(layers[0]))
-    holdings = HoldsNothing() if options.full else target.holdings(layers)
     target.prepare(chosen)
     return _Feed(target, chosen, holdings)
 

@@ -124,6 +124,10 @@ class Holdings(Protocol):
         """After the load: every blob left out is still there."""
         ...
 
+    def holds_none(self) -> bool:
+        """Nothing the images use is there: a cold ship, whatever form it gets."""
+        ...
+
 
 class HoldsNothing:
     """A target that keeps nothing between ships (a file) or was told to take everything."""
@@ -138,6 +142,9 @@ class HoldsNothing:
         pass
 
     def still_has(self, records: Iterable[BlobRecord]) -> bool:
+        return True
+
+    def holds_none(self) -> bool:
         return True
 
 

@@ -572,6 +572,9 @@ class ContentHoldings:
     def pre_skip(self, digest: str) -> bool:
         return False  # the blob sent may be a recompressed form: read it
 
+    def holds_none(self) -> bool:
+        return not self.digests
+
     def wants(self, record: BlobRecord) -> bool:
         if record.diff_id is None:
             return True

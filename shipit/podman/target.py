@@ -290,6 +290,9 @@ class PodmanHoldings:
     def pre_skip(self, digest: str) -> bool:
         return digest in self.skip
 
+    def holds_none(self) -> bool:
+        return not self.skip
+
     def wants(self, record: BlobRecord) -> bool:
         # Only a blob named by its diff_id (uncompressed) resolves from storage.
         return record.digest not in self.skip

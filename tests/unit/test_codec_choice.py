@@ -76,9 +76,15 @@ def test_asked_for_codec_wins_unless_unreadable():
         choose_codec(CLASSIC_20, Codec("zstd"), INF)
 
 
-def _shape(engine, link, *, requested=None, wire=None, alone=True):
+def _shape(engine, link, *, requested=None, wire=None, alone=True, cold=False):
     layers, upload = choose_wire(
-        engine, requested, choose_codec(engine, requested, link, alone=alone), wire, alone=alone
+        engine,
+        requested,
+        choose_codec(engine, requested, link, alone=alone),
+        wire,
+        alone=alone,
+        link=link,
+        cold=cold,
     )
     return str(layers), str(upload) if upload else None
 
@@ -100,6 +106,27 @@ def _shape(engine, link, *, requested=None, wire=None, alone=True):
 )
 def test_a_lone_classic_target_gets_one_compressed_upload(engine, link, expected):
     assert _shape(engine, link) == expected
+
+
+@pytest.mark.parametrize(
+    ("link", "cold", "expected"),
+    [
+        # Cold, and the link is the bound: no layer waits in a spool for its size.
+        (12.5 * MB, True, ("none", "zstd:6")),
+        # It holds some of the layers compressed: the same bytes, found again.
+        (12.5 * MB, False, ("zstd:3", None)),
+        # A fast link keeps up with the spools: compact blobs.
+        (180 * MB, True, ("zstd:3", None)),
+        (INF, True, ("zstd:3", None)),
+        (None, True, ("zstd:3", None)),
+    ],
+)
+def test_a_containerd_store_gets_plain_layers_only_on_a_cold_ship_over_a_bound_link(
+    link, cold, expected
+):
+    assert _shape(CONTAINERD, link, cold=cold) == expected
+    assert _shape(CONTAINERD, link, cold=cold, alone=False) == ("zstd:3", None)
+    assert _shape(CONTAINERD, link, cold=cold, requested=Codec("zstd")) == ("zstd:3", None)
 
 
 def test_the_upload_stays_plain_in_a_fan_out_or_when_layers_are_asked_for():

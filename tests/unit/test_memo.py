@@ -153,6 +153,9 @@ def test_landings_remember_checked_target_ids(tmp_path):
     source, target = "sha256:" + "a" * 64, "sha256:" + "b" * 64
     landings = Landings(tmp_path)
     assert landings.ids(source) == {source}  # an image is always known by its own ID
+    assert not landings.landed_before(source)
+    landings.remember(source, source)  # a classic store: the same ID there
+    assert landings.landed_before(source) and landings.ids(source) == {source}
     landings.remember(source, target)
     landings.remember(source, target)  # once is enough
     assert Landings(tmp_path).ids(source) == {source, target}
