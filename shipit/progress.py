@@ -27,11 +27,11 @@ class Event:
 class Progress:
     def __init__(self, callback: Callable[[Event], None], total: int | None = None) -> None:
         self._callback = callback
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()  # held while the callback runs
         self.total = total
 
     def emit(self, event: Event) -> None:
-        with self._lock:
+        with self.lock:
             self._callback(event)
 
     def stage(self, text: str) -> None:

@@ -108,7 +108,7 @@ def ship_many(
             stack.callback(save.close)
         if progress is not None:
             progress.total = size
-            progress.stage("connecting")
+            progress.stage(f"connecting to {', '.join(dict.fromkeys(targets))}")
         opened: dict[str, Target] = {}
         for name in dict.fromkeys(targets):
             try:
@@ -123,7 +123,7 @@ def ship_many(
             save = _SaveAhead(origin, names)
             stack.callback(save.close)
         if progress is not None:
-            progress.stage(f"{origin.name} prepares the save")
+            progress.stage(f"asking {', '.join(opened)} what is there already")
         memo = Memo.default()
         feeds: list[_Feed] = []
         alone = len(opened) == 1
@@ -141,10 +141,13 @@ def ship_many(
         attempts = {feed.target.name: 0 for feed in feeds}
         pending = feeds
         if progress is not None and pending:
-            progress.stage(f"waiting for {origin.name} to prepare the save")
+            progress.stage(f"waiting for the source engine ({origin.name}) to prepare the save")
         while pending:
             stream = _open_save(save.take, origin, names)
-            got = _transfer(stream, pending, progress, memo, trust_layers=options.trust_layers)
+            step = "shipping" if len(pending) == 1 else f"shipping to {len(pending)} targets"
+            got = _transfer(
+                stream, pending, progress, memo, trust_layers=options.trust_layers, step=step
+            )
             retry = []
             for feed in pending:
                 attempts[feed.target.name] += 1
@@ -402,6 +405,7 @@ def _transfer(
     memo: Memo | None,
     *,
     trust_layers: bool = False,
+    step: str | None = None,
 ) -> dict[str, _Outcome]:
     """One read of the source; one producer per distinct codec; one thread per target,
     each returning its own outcome.
@@ -421,8 +425,8 @@ def _transfer(
             first_byte.append(time.monotonic())
             for outcome in outcomes.values():
                 outcome.first_byte_at = first_byte[0]
-            if progress is not None:
-                progress.stage("shipping" if len(feeds) == 1 else f"shipping to {len(feeds)}")
+            if progress is not None and step is not None:
+                progress.stage(step)  # the source's first byte: the wait is over
         emit(Event("read", n))
 
     try:

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -138,10 +139,14 @@ def human(n: float) -> str:
 def progress_bar(label: str, total: int | None, quiet: bool) -> Iterator[Events | None]:
     """A live bar on stderr when it is a terminal: bytes read against the real total,
     layers done, bytes sent, and what is happening now (waiting for the source, a target
-    registering what it got). Nothing with ``-q`` or when stderr is not a terminal, where
-    the one summary (or error) line is all there is."""
-    if quiet or not sys.stderr.isatty():
+    registering what it got). Plain lines when stderr is not a terminal (a CI log), and
+    nothing with ``-q``."""
+    if quiet:
         yield None
+        return
+    if not sys.stderr.isatty():
+        with plain_progress(label, total) as events:
+            yield events
         return
     console = Console(stderr=True)
     bar = Progress(
@@ -178,6 +183,73 @@ def progress_bar(label: str, total: int | None, quiet: bool) -> Iterator[Events 
     events = Events(on_event, total)
     with bar:
         yield events
+
+
+@dataclass
+class _Step:
+    text: str
+    since: float  # when it began
+    said: float  # when a line last told of it
+
+
+#: Seconds between the plain progress lines of one long step.
+PLAIN_EVERY = 10.0
+
+
+@contextmanager
+def plain_progress(label: str, total: int | None) -> Iterator[Events]:
+    """Progress as lines for a log, each with the seconds since the command began
+    ("shipit: [3.2 s] shipping"): each step as it starts, then every PLAIN_EVERY seconds
+    how far it has got."""
+    import threading
+    import time
+
+    state = {"read": 0, "sent": 0, "layers": 0}
+    step = _Step(label, time.monotonic(), time.monotonic())
+    stop = threading.Event()
+
+    began = time.monotonic() - (command_seconds() or 0.0)
+
+    def say(text: str) -> None:
+        typer.echo(f"shipit: [{time.monotonic() - began:.1f} s] {text}", err=True)
+
+    def how_far() -> str:
+        known = max(events.total or 0, state["read"])
+        read = human(state["read"]) + (f" of {human(known)}" if known else "")
+        done = state["layers"]
+        return (
+            f"{read} read, {done} layer{'s' if done != 1 else ''} done, {human(state['sent'])} sent"
+        )
+
+    def on_event(event: Event) -> None:
+        if event.kind in ("read", "sent"):
+            state[event.kind] += event.n
+        elif event.kind == "blob":
+            state["layers"] += 1
+        elif event.kind == "stage" and event.text != step.text:
+            step.text, step.since = event.text, time.monotonic()
+            step.said = step.since
+            say(event.text)
+
+    def ticker() -> None:
+        while not stop.wait(1.0):
+            with events.lock:
+                now = time.monotonic()
+                if now - step.said < PLAIN_EVERY:
+                    continue
+                step.said = now
+                took = f"{now - step.since:.0f} s"
+                busy = state["read"] or state["sent"]
+                say(f"{step.text}: {how_far()} ({took})" if busy else f"{step.text} ({took})")
+
+    events = Events(on_event, total)
+    thread = threading.Thread(target=ticker, name="shipit-progress", daemon=True)
+    thread.start()
+    try:
+        yield events
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _count(n: int, noun: str) -> str:

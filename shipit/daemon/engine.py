@@ -6,7 +6,7 @@ import contextlib
 import io
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -177,8 +177,16 @@ def save_stream(endpoint: Endpoint, names: list[str], chunk_size: int = 1 << 20)
 _UNPACK_ERROR = "Error unpacking image "
 
 
-def load_stream(endpoint: Endpoint, chunks: Iterable[bytes], quiet: bool = True) -> list[str]:
+def load_stream(
+    endpoint: Endpoint,
+    chunks: Iterable[bytes],
+    quiet: bool = True,
+    on_layer: Callable[[int], None] | None = None,
+) -> list[str]:
     """``docker load`` an archive sent as a chunked body; return the engine's "Loaded …" lines.
+
+    ``on_layer(k)`` hears the engine start on the k-th layer it registers (the classic
+    store says so as it goes; the containerd store says nothing until it has loaded).
 
     A load that fails after the engine started answering still gets HTTP 200: the error is
     a message in the JSON stream, so every message is read and checked. Engine 28 on the
@@ -192,14 +200,19 @@ def load_stream(endpoint: Endpoint, chunks: Iterable[bytes], quiet: bool = True)
         response = api.post(
             api._url("/images/load"),
             data=iter(chunks),
-            params={"quiet": "1" if quiet else "0"},
+            params={"quiet": "1" if quiet and on_layer is None else "0"},
             headers={"Content-Type": "application/x-tar"},
             stream=True,
             timeout=STREAM_TIMEOUT,
         )
         with response:
             api._raise_for_status(response)
+            layers: list[object] = []
             for message in _json_messages(response.iter_content(chunk_size=None)):
+                loading = on_layer is not None and message.get("status") == "Loading layer"
+                if loading and (not layers or message.get("id") != layers[-1]):
+                    layers.append(message.get("id"))
+                    on_layer(len(layers))  # type: ignore[misc]
                 error = (message.get("errorDetail") or {}).get("message") or message.get("error")
                 if error:
                     raise EngineError(f"loading into {endpoint.name}: {error}")

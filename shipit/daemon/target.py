@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -164,7 +164,7 @@ class DockerTarget:
         the upload is compressed as a whole and ``result.bytes_out`` counts what went out;
         ``result.bytes_before_wire`` keeps the plain tar's size."""
         self._wire_bytes = 0
-        load = partial(self._load, plan.wire)
+        load = partial(self._load, plan.wire, None)
         order = list(plan.stage_order) if plan.staged else []
         try:
             if order:
@@ -190,7 +190,9 @@ class DockerTarget:
                     layout=plan.layout,
                 )
                 try:
-                    loaded = load(_then_announce(stream, progress, self.name))
+                    steps = _layer_steps(progress, self.name, result)
+                    body = _then_announce(stream, progress, self.name)
+                    loaded = self._load(plan.wire, steps, body)
                 finally:
                     stream.close()
         finally:
@@ -199,10 +201,12 @@ class DockerTarget:
             result.bytes_before_wire, result.bytes_out = result.bytes_out, self._wire_bytes
         return loaded
 
-    def _load(self, wire: Codec | None, chunks: Iterable[bytes]) -> list[str]:
+    def _load(
+        self, wire: Codec | None, on_layer: Callable[[int], None] | None, chunks: Iterable[bytes]
+    ) -> list[str]:
         if wire is not None:
             chunks = compressed_chunks(chunks, wire, self._counted)
-        return load_stream(self.endpoint, chunks)
+        return load_stream(self.endpoint, chunks, on_layer=on_layer)
 
     def _counted(self, n: int) -> None:
         with self._lock:  # stage uploads compress in their own threads
@@ -250,6 +254,20 @@ def free_space(endpoint: Endpoint, path: str) -> int | None:
             return None
         return stat.f_bavail * stat.f_frsize
     return None
+
+
+def _layer_steps(
+    progress: Progress | None, name: str, result: Result
+) -> Callable[[int], None] | None:
+    """A progress step for each layer the engine registers (of those this load sent)."""
+    if progress is None:
+        return None
+
+    def step(k: int) -> None:
+        of = len(result.sent)
+        progress.stage(f"{name}: the engine is registering layer {k}" + (f"/{of}" if of else ""))
+
+    return step
 
 
 def _then_announce(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -24,6 +25,15 @@ OUTPUT = {
     "layered:latest": "layered ok",
     "multi:1": "Hello, World!",
 }
+
+
+#: A plain progress line, which shipit writes when stderr is not a terminal.
+PROGRESS_LINE = re.compile(r"shipit: \[\d+\.\d s\] ")
+
+
+def said(stderr: str) -> list[str]:
+    """What shipit said on stderr (errors, the summary, notes), without its progress."""
+    return [line for line in stderr.splitlines() if line.strip() and not PROGRESS_LINE.match(line)]
 
 
 def socket(rig: dict[str, Any], engine: str) -> str:

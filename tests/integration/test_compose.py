@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from engines import docker_cli, identity, inspect, remove, socket
+from engines import docker_cli, identity, inspect, remove, said, socket
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +114,7 @@ def test_a_service_whose_image_is_missing_is_named(rig, project, run_shipit, mon
         "--compose", project, "--from", socket(rig, SOURCE), "--to", socket(rig, TARGET)
     )
     assert done.returncode == 5, done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    lines = said(done.stderr)
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(
         "shipit: error: compose service cache (image compose-test-cache:v2): "
@@ -150,4 +150,4 @@ def test_quiet_ship_prints_nothing(rig, run_shipit):
     assert (done.stdout, done.stderr) == ("", "")
     loud = run_shipit("rosie:latest", "--from", socket(rig, "d20"), "--to", socket(rig, "d26"))
     # landed by the quiet run just before: the one line says nothing was sent
-    assert loud.returncode == 0 and loud.stderr.startswith("rosie:latest already in ")
+    assert loud.returncode == 0 and said(loud.stderr)[0].startswith("rosie:latest already in ")

@@ -13,7 +13,16 @@ import time
 from pathlib import Path
 
 import pytest
-from engines import docker_cli, inspect, kill_sessions, remove, run_image, session_pids, socket
+from engines import (
+    docker_cli,
+    inspect,
+    kill_sessions,
+    remove,
+    run_image,
+    said,
+    session_pids,
+    socket,
+)
 from test_ship import BIG, big_image  # noqa: F401 - a fixture: ~800 MB, built once per rig
 
 from shipit import ssh
@@ -52,7 +61,7 @@ def _when_streaming(rig, user: str, then, delay: float, proc: subprocess.Popen) 
 
 def _one_clear_line(err: str) -> None:
     assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = said(err)
     assert len(lines) == 1 and lines[0].startswith("shipit: error: "), err
 
 

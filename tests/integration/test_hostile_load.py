@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engines import socket
+from engines import said, socket
 from unit import hostile_corpus
 from unit.hostile_corpus import MAX_LAYER, Case, writer
 
@@ -163,7 +163,7 @@ def _load_refused(rig: dict[str, Any], engine: str, case: Case, archive: Path, t
     where = f"load {case.name} into {engine}: rc={done.returncode} stderr={done.stderr!r}"
     assert "Traceback" not in done.stderr, where
     assert done.returncode == 2, where
-    lines = done.stderr.splitlines()
+    lines = said(done.stderr)
     assert len(lines) == 1 and lines[0].startswith("shipit: error: "), where
     assert re.search(case.expect, lines[0]), f"{where} does not match {case.expect!r}"
     assert done.stdout == "", where

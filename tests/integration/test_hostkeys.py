@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from engines import said
 
 from shipit import ssh
 from shipit.daemon import probe, resolve_endpoint
@@ -31,7 +32,8 @@ def rig_name(rig) -> str:
 def assert_one_line_error(done: subprocess.CompletedProcess, code: int) -> str:
     assert done.returncode == code, (done.returncode, done.stderr)
     assert "Traceback" not in done.stderr
-    assert done.stderr.startswith("shipit: error: ") and done.stderr.count("\n") == 1
+    lines = said(done.stderr)
+    assert len(lines) == 1 and lines[0].startswith("shipit: error: "), done.stderr
     return done.stderr
 
 

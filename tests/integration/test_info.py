@@ -9,6 +9,7 @@ import tarfile
 import uuid
 
 import pytest
+from engines import said
 
 from shipit.daemon import image_inspect, load_stream, probe, resolve_endpoint, save_stream
 from shipit.errors import ConnectionFailed, EngineError, ImageNotFound
@@ -113,7 +114,7 @@ def test_ssh_url_with_explicit_port_and_user(rig, ssh_config):
 def test_unreachable_socket_is_connection_failed(tmp_path, run_shipit):
     done = run_shipit("info", f"unix://{tmp_path}/nothing.sock")
     assert done.returncode == ConnectionFailed.exit_code
-    assert done.stderr.startswith("shipit: error: ") and "Traceback" not in done.stderr
+    assert said(done.stderr)[0].startswith("shipit: error: ") and "Traceback" not in done.stderr
     assert "no such file" in done.stderr
 
 

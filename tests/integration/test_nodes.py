@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import rig_dir
-from engines import docker_cli, remove, socket
+from engines import docker_cli, remove, said, socket
 from imagefactory import multi_platform_archive
 from test_delta import BASE_MB, _build_app
 from test_platforms import IMAGE as MULTI
@@ -264,7 +264,7 @@ def test_a_user_without_access_gets_one_line(rig, nodes, node):
         nodes["ssh"]["config"],
     )
     assert done.returncode == 4, done
-    lines = done.stderr.strip().splitlines()
+    lines = said(done.stderr)
     assert len(lines) == 1, done.stderr
     assert "permission denied" in lines[0] and "sudo -n" in lines[0], lines[0]
 

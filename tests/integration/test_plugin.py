@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from engines import docker_cli, identity, inspect, remove, run_image, socket
+from engines import docker_cli, identity, inspect, remove, run_image, said, socket
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +77,7 @@ def installed(docker_config: Path) -> Path:
 
 
 def _one_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    lines = said(stderr)
     assert len(lines) == 1, stderr
     return lines[0]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import rig_dir, run_shipit
-from engines import docker_cli, inspect, remove, run_image, socket
+from engines import docker_cli, inspect, remove, run_image, said, socket
 from imagefactory import multi_platform_archive
 from test_delta import BASE_MB, _build_app
 from test_platforms import IMAGE as MULTI
@@ -286,5 +286,5 @@ def test_a_host_without_podman_is_one_line(rig, podman_rig):
             podman_rig["ssh"]["config"],
         )
         assert done.returncode == 6, done.stderr
-        lines = [x for x in done.stderr.splitlines() if x.strip()]
+        lines = said(done.stderr)
         assert len(lines) == 1 and "podman" in lines[0], done.stderr

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from engines import inspect, socket
+from engines import inspect, said, socket
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ def test_a_target_without_space_is_refused_before_sending(rig, small_engine):
     assert size > 8 << 20
     done = run_shipit("ship", image, "--from", socket(rig, "d26"), "--to", small_engine, "--json")
     assert done.returncode == 5, done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    lines = said(done.stderr)
     assert len(lines) == 1 and "MB free" in lines[0] and "--no-space-check" in lines[0], lines
     out = subprocess.run(
         [rig["docker_cli"], "-H", small_engine, "image", "ls", "-q"], capture_output=True, text=True

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from engines import identity, inspect, remove, run_image, socket
+from engines import identity, inspect, remove, run_image, said, socket
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +55,6 @@ def test_a_user_with_neither_the_socket_nor_sudo_gets_one_line(rig, ssh_config):
         ssh_config,
     )
     assert done.returncode == 4, done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    lines = said(done.stderr)
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert "may not open the docker socket and sudo -n needs a password" in lines[0]

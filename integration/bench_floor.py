@@ -1,0 +1,355 @@
+#!/usr/bin/env python3
+"""How close shipit comes to the floor the engines set (`make bench` runs it).
+
+The same rig and source as integration/bench.py (the rig's d26, by socket):
+
+  noop      bench:v1 (2.1 GB) re-shipped into each engine that holds it (d20, d26, d26c,
+            d28, d28c, over loopback SSH), and a re-ship that only adds the name (the
+            target holds the image under another), beside the source's own
+            `docker save bench:v1 > /dev/null`
+  cold      bigbase:v1 (~700 MB; its base layer is 99.8 % of it, the usual shape: one
+            big base and a small app layer) into an empty d26c and d20 at 100 Mbit/s:
+            shipit's defaults, the `save | zstd -T0 | ssh 'zstd -d | docker load'` pipe,
+            the by-hand procedure (save, each layer to zstd with the zstd CLI, digests
+            rewritten, load) and `skopeo copy docker-daemon: docker-daemon:` (by socket)
+  redeploy  bigbase:v2 (its 1 MiB app layer changed) onto a target holding bigbase:v1,
+            on loopback and at 100 Mbit/s, beside `docker save bigbase:v2 > /dev/null`
+
+A cold floor is the source's first byte, plus the bytes shipit sent at the link's rate,
+plus what the target did after the last byte (shipit's own phases). Each cold shipit run
+uses an empty cache: a machine that has not shipped the image before.
+
+Writes docs/benchmarks-floor.md and .json (or --out DIR); --render JSON rewrites the
+Markdown only. Needs root, the rig up, and integration/netns.sh (it brings it up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench  # noqa: E402  (measurement, the rig and bench:v1 are shared)
+
+NOOP_ENGINES = ("d20", "d26", "d26c", "d28", "d28c")
+COLD_TARGETS = ("d26c", "d20")
+BIG = "bigbase"
+LINK_RATE = bench.LINK_MBIT * 1e6 / 8  # bytes/s
+BYHAND = Path(__file__).resolve().parent / "byhand_zstd.sh"
+RUNS = 3  # no-op re-ships per engine (the median is reported)
+
+
+def rig_ssh() -> str:
+    return str(bench.rig()["ssh"]["config"])
+
+
+def shipit(ref: str, alias: str, config: str, *extra: str) -> str:
+    py = shlex.quote(sys.executable)
+    src = bench.sock(bench.SOURCE)
+    return f"{py} -m shipit {ref} --from {src} --to {alias} --ssh-config {config} -q --json " + (
+        " ".join(extra)
+    )
+
+
+def build_bigbase() -> None:
+    """bigbase:v1 and :v2 on the source: one layer of this machine's shared libraries,
+    then 1 MiB of incompressible app bytes that differ between the two."""
+    v1, v2 = bench.inspect(bench.SOURCE, f"{BIG}:v1"), bench.inspect(bench.SOURCE, f"{BIG}:v2")
+    if v1 and v2 and v1["RootFS"]["Layers"][0] == v2["RootFS"]["Layers"][0]:
+        return
+    multiarch = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
+    libs = f"/usr/lib/{multiarch}"
+    ctx = Path(tempfile.mkdtemp(dir=bench.WORK, prefix="bigbase-"))
+    try:
+        bench.sh(f"cp -al {libs} {ctx}/base 2>/dev/null || cp -a {libs} {ctx}/base")
+        (ctx / "app").mkdir()
+        (ctx / "Dockerfile").write_text(f"FROM scratch\nCOPY base {libs}\nCOPY app /app\n")
+        for v in ("v1", "v2"):
+            seed = f"shipit-bigbase-{v}".encode()
+            (ctx / "app" / "app.bin").write_bytes(hashlib.shake_256(seed).digest(1 << 20))
+            cli = bench.docker(bench.SOURCE)
+            bench.sh(f"DOCKER_BUILDKIT=0 {cli} build -q -t {BIG}:{v} {ctx}", timeout=600)
+    finally:
+        shutil.rmtree(ctx, ignore_errors=True)
+    bench.log(f"built {BIG}:v1 and {BIG}:v2 on {bench.SOURCE}")
+
+
+def clear(engine: str) -> None:
+    bench.sh(f"{bench.docker(engine)} rmi -f {BIG}:v1 {BIG}:v2", check=False)
+    bench.sh(f"{bench.docker(engine)} image prune -f", check=False)
+
+
+def timed(key: str, title: str, cmd: str, link: str, runs: dict, **kw: Any) -> dict[str, Any]:
+    bench.log(f"[{key}] {title}")
+    row = bench.measure(cmd, link=link, timeout=kw.pop("timeout", 600), **kw)
+    row["title"] = title
+    runs[key] = row
+    return row
+
+
+def first_byte(ref: str) -> float | None:
+    path = bench.sock(bench.SOURCE).removeprefix("unix://")
+    q = ref.replace(":", "%3A")
+    r = bench.sh(
+        f"curl -sS --unix-socket {path} -o /dev/null -w '%{{time_starttransfer}}' "
+        f"'http://docker/images/get?names={q}'",
+        check=False,
+        timeout=300,
+    )
+    try:
+        return round(float(r.stdout.strip()), 2)
+    except ValueError:
+        return None
+
+
+def noop(runs: dict) -> None:
+    src = bench.docker(bench.SOURCE)
+    timed(
+        "noop/save-null",
+        f"docker save bench:v1 > /dev/null ({bench.SOURCE})",
+        f"{src} save bench:v1 > /dev/null",
+        "local",
+        runs,
+    )
+    config = rig_ssh()
+    for engine in NOOP_ENGINES:
+        alias = bench.rig()["engines"][engine]["ssh_alias"]
+        ship = shipit("bench:v1", alias, config)
+        setup = bench.measure(ship, link="lo", timeout=900, shipit=True)  # it holds v1 now
+        if not setup["ok"]:
+            runs[f"noop/{engine}"] = {**setup, "title": f"setup of {engine}"}
+            continue
+        rows = [bench.measure(ship, link="lo", timeout=300, shipit=True) for _ in range(RUNS)]
+        ok = [r for r in rows if r["ok"]]
+        best = sorted(ok, key=lambda r: r["seconds"])[len(ok) // 2] if ok else rows[-1]
+        best["all_seconds"] = [r["seconds"] for r in rows]
+        best["title"] = f"shipit bench:v1 --to {alias} (it holds bench:v1)"
+        runs[f"noop/{engine}"] = best
+        cli = bench.docker(engine)
+        bench.sh(f"{cli} tag bench:v1 bench:renamed && {cli} rmi bench:v1")
+        timed(
+            f"tag-only/{engine}",
+            f"shipit bench:v1 --to {alias} (it holds it as bench:renamed)",
+            ship,
+            "lo",
+            runs,
+            shipit=True,
+        )
+        bench.sh(f"{cli} rmi bench:renamed", check=False)
+
+
+def cold(runs: dict) -> None:
+    src = bench.docker(bench.SOURCE)
+    runs["cold/first-byte"] = {
+        "title": f"GET /images/get {BIG}:v1 ({bench.SOURCE}): time to the first byte",
+        "first_byte_seconds": first_byte(f"{BIG}:v1"),
+        "ok": True,
+    }
+    timed(
+        "cold/save-null",
+        f"docker save {BIG}:v1 > /dev/null ({bench.SOURCE})",
+        f"{src} save {BIG}:v1 > /dev/null",
+        "local",
+        runs,
+    )
+    cfg = bench.SSH_CONFIG
+    for target in COLD_TARGETS:
+        slow = f"slow-{target}"
+        methods = {
+            "pipe": (
+                f"docker save | zstd -T0 | ssh {slow} 'zstd -d | docker load'",
+                f"{src} save {BIG}:v1 | zstd -T0 -q | ssh -F {cfg} {slow} "
+                "'zstd -d -q | docker load'",
+                False,
+            ),
+            "byhand": (
+                "by hand: save, layers to zstd (zstd CLI), digests rewritten, load",
+                f"bash {BYHAND} '{src}' {BIG}:v1 'ssh -F {cfg} {slow} docker load'",
+                False,
+            ),
+            "shipit": (
+                f"shipit {BIG}:v1 --to {slow}",
+                f"SHIPIT_CACHE_DIR=$(mktemp -d) {shipit(f'{BIG}:v1', slow, str(cfg))}",
+                True,
+            ),
+        }
+        for method, (title, cmd, is_shipit) in methods.items():
+            clear(target)
+            row = timed(f"cold/{target}/{method}", title, cmd, "slow", runs, shipit=is_shipit)
+            if row["ok"] and not bench.inspect(target, f"{BIG}:v1"):
+                row.update(ok=False, error=f"{BIG}:v1 did not land on {target}")
+        clear(target)
+        dest = bench.sock(target)
+        timed(
+            f"cold/{target}/skopeo",
+            f"skopeo copy docker-daemon: docker-daemon: (by socket, {bench.SOURCE} to {target})",
+            f"skopeo copy --src-daemon-host {bench.sock(bench.SOURCE)} --dest-daemon-host "
+            f"{dest} docker-daemon:{BIG}:v1 docker-daemon:{BIG}:v1",
+            "local",
+            runs,
+        )
+
+
+def redeploy(runs: dict) -> None:
+    src = bench.docker(bench.SOURCE)
+    timed(
+        "redeploy/save-null",
+        f"docker save {BIG}:v2 > /dev/null ({bench.SOURCE})",
+        f"{src} save {BIG}:v2 > /dev/null",
+        "local",
+        runs,
+    )
+    cfg = str(bench.SSH_CONFIG)
+    for target in COLD_TARGETS:
+        for link in ("lo", "slow"):
+            alias = bench.alias(link, target)
+            bench.sh(f"{bench.docker(target)} rmi {BIG}:v2", check=False)
+            if not bench.inspect(target, f"{BIG}:v1"):
+                bench.measure(shipit(f"{BIG}:v1", alias, cfg), link=link, timeout=600, shipit=True)
+            timed(
+                f"redeploy/{target}/{link}",
+                f"shipit {BIG}:v2 --to {alias} (it holds v1)",
+                shipit(f"{BIG}:v2", alias, cfg),
+                link,
+                runs,
+                shipit=True,
+            )
+
+
+# Report ---------------------------------------------------------------------------------
+
+
+def _s(row: dict | None) -> float | None:
+    return row.get("seconds") if row and row.get("ok") else None
+
+
+def _fmt(x: float | None, unit: str = " s") -> str:
+    return "—" if x is None else f"{x:.2f}{unit}"
+
+
+def _cell(row: dict | None) -> str:
+    if not row:
+        return "not run"
+    if not row.get("ok"):
+        return "failed: " + bench.esc(str(row.get("error", ""))[:160])
+    return _fmt(row["seconds"])
+
+
+def cold_floor(runs: dict, target: str) -> float | None:
+    first = runs.get("cold/first-byte", {}).get("first_byte_seconds")
+    row = runs.get(f"cold/{target}/shipit") or {}
+    summary = row.get("summary") if row.get("ok") else None
+    if first is None or not isinstance(summary, dict):
+        return None
+    after = (summary.get("phases") or {}).get("target_after_last_byte", 0.0)
+    return first + summary["bytes_sent"] / LINK_RATE + after
+
+
+def render(res: dict[str, Any]) -> str:
+    runs = res["runs"]
+    out = ["# At the floor", "", f"Measured {res['date']} on {res['machine']}.", ""]
+    out += ["Regenerate with `make bench` (or `python integration/bench_floor.py`).", ""]
+    save = _s(runs.get("noop/save-null"))
+    out += ["## No-op and tag-only re-ships of bench:v1 (2.1 GB), over loopback SSH", ""]
+    out += [f"The source's `docker save bench:v1 > /dev/null`: {_fmt(save)}.", ""]
+    out += ["| engine | no-op (median of 3) | ÷ save | tag-only | ≤ 1.5 s and ≤ 0.15× |"]
+    out += ["|---|---|---|---|---|"]
+    for engine in NOOP_ENGINES:
+        row, tag = runs.get(f"noop/{engine}"), runs.get(f"tag-only/{engine}")
+        s, t = _s(row), _s(tag)
+        ratio = s / save if s and save else None
+        held = s is not None and t is not None and max(s, t) <= 1.5 and (ratio or 9) <= 0.15
+        out.append(
+            f"| {engine} | {_cell(row)} | {_fmt(ratio, '×')} | {_cell(tag)} | "
+            f"{'held' if held else '**not held**'} |"
+        )
+    out += ["", f"## Cold: {BIG}:v1 (~700 MB, one dominant layer) at 100 Mbit/s", ""]
+    first = runs.get("cold/first-byte", {}).get("first_byte_seconds")
+    out += [
+        f"The source's first byte: {_fmt(first)}; its whole save to /dev/null: "
+        f"{_cell(runs.get('cold/save-null'))}.",
+        "",
+    ]
+    out += ["| target | how | seconds | bytes on the wire | shipit ÷ it |", "|---|---|---|---|---|"]
+    for target in COLD_TARGETS:
+        ship = _s(runs.get(f"cold/{target}/shipit"))
+        for method in ("shipit", "pipe", "byhand", "skopeo"):
+            row = runs.get(f"cold/{target}/{method}")
+            moved = (row or {}).get("wire_tx_bytes") if (row or {}).get("ok") else None
+            s = _s(row)
+            ratio = _fmt(ship / s, "×") if ship and s and method != "shipit" else ""
+            title = bench.esc((row or {}).get("title", method))
+            mb = f"{moved / 1e6:,.0f} MB" if moved else ""
+            out.append(f"| {target} | `{title}` | {_cell(row)} | {mb} | {ratio} |")
+        floor = cold_floor(runs, target)
+        pipe = _s(runs.get(f"cold/{target}/pipe"))
+        verdict = (
+            "held"
+            if ship and pipe and floor and ship <= pipe and ship <= 1.1 * floor
+            else "**not held**"
+        )
+        of_floor = _fmt(ship / floor if ship and floor else None, "×")
+        out.append(
+            f"| {target} | floor: first byte + bytes sent at link rate + target after the last "
+            f"byte | {_fmt(floor)} | | shipit ÷ floor {of_floor}; ≤ pipe and ≤ 1.1× floor: "
+            f"{verdict} |"
+        )
+    out += ["", f"## Redeploy: {BIG}:v2 onto {BIG}:v1", ""]
+    rsave = _s(runs.get("redeploy/save-null"))
+    out += [f"The source's `docker save {BIG}:v2 > /dev/null`: {_fmt(rsave)}.", ""]
+    out += ["| target | link | seconds | ÷ save | ≤ 1.2× |", "|---|---|---|---|---|"]
+    for target in COLD_TARGETS:
+        for link in ("lo", "slow"):
+            row = runs.get(f"redeploy/{target}/{link}")
+            s = _s(row)
+            ratio = s / rsave if s and rsave else None
+            held = "held" if ratio is not None and ratio <= 1.2 else "**not held**"
+            out.append(f"| {target} | {link} | {_cell(row)} | {_fmt(ratio, '×')} | {held} |")
+    return "\n".join(out) + "\n"
+
+
+def _machine() -> str:
+    m = bench.machine()
+    return f"{m['cores']} cores ({m['cpu']}), {m['os']}, shipit {m['shipit_commit']}"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=bench.ROOT / "docs")
+    p.add_argument("--render", type=Path, help="rewrite the Markdown from this JSON")
+    p.add_argument("--only", default="noop,cold,redeploy", help="comma list of the cases")
+    args = p.parse_args()
+    if args.render:
+        res = json.loads(args.render.read_text())
+        (args.out / "benchmarks-floor.md").write_text(render(res))
+        return 0
+    subprocess.run(["bash", str(bench.NETNS_SH), "up"], check=True, env=bench.ENV)
+    build_bigbase()
+    runs: dict[str, Any] = {}
+    for case in args.only.split(","):
+        {"noop": noop, "cold": cold, "redeploy": redeploy}[case](runs)
+    res = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": _machine(),
+        "runs": runs,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "benchmarks-floor.json").write_text(json.dumps(res, indent=1) + "\n")
+    (args.out / "benchmarks-floor.md").write_text(render(res))
+    bench.log(f"wrote {args.out / 'benchmarks-floor.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
