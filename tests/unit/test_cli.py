@@ -147,3 +147,36 @@ def test_archive_commands_load_neither_the_docker_sdk_nor_paramiko():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(capsys, monkeypatch):
+    import re
+    import time
+
+    from shipit.cli import render
+    from shipit.progress import Event
+
+    monkeypatch.setattr(render, "PLAIN_EVERY", 0.2)
+    with render.progress_bar("shipping", 3_000_000, quiet=False) as progress:
+        assert progress is not None  # capsys: stderr is not a terminal
+        progress.stage("waiting for the source engine to prepare the save")
+        progress.stage("waiting for the source engine to prepare the save")  # said once
+        time.sleep(1.5)  # the ticker wakes each second: a line about the long wait
+        progress.stage("shipping")
+        progress.emit(Event("read", 1_500_000))
+        progress.emit(Event("sent", 500_000))
+        time.sleep(1.5)
+    lines = capsys.readouterr().err.splitlines()
+    assert all(re.match(r"shipit: \[\d+\.\d s\] ", line) for line in lines), lines
+    steps = [line.split("] ", 1)[1] for line in lines]
+    assert steps[0] == "waiting for the source engine to prepare the save"
+    assert re.fullmatch(r"waiting for the source engine to prepare the save \(\d s\)", steps[1])
+    assert "shipping" in steps
+    assert any(
+        re.fullmatch(
+            r"shipping: 1\.5 MB of 3\.0 MB read, 0 layers done, 500\.0 kB sent \(\d s\)", s
+        )
+        for s in steps
+    ), steps
+    with render.progress_bar("shipping", None, quiet=True) as progress:
+        assert progress is None  # -q: nothing at all
