@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
-from engines import docker_cli, identity, inspect, remove, run_image, said, socket
+from engines import (
+    PROGRESS_LINE,
+    docker_cli,
+    identity,
+    inspect,
+    remove,
+    run_image,
+    said,
+    socket,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +102,7 @@ def test_remote_source_into_local_engine(rig, ssh_config):
 def test_unknown_image_is_one_clear_line(rig):
     done = _ship("no-such-image:1", "--from", socket(rig, "d26"), "--to", socket(rig, "d26c"))
     assert done.returncode == 5
-    assert done.stderr.strip().count("\n") == 0
+    assert len(said(done.stderr)) == 1 and done.stderr == said(done.stderr)[0] + "\n"
     assert "no-such-image:1" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -104,6 +114,22 @@ def test_unreachable_host_is_one_clear_line(rig, tmp_path):
     )
     assert done.returncode == 3, done.stderr
     assert "Traceback" not in done.stderr and said(done.stderr)[0].startswith("shipit: error:")
+
+
+def test_a_log_gets_plain_progress_lines(rig):
+    """stderr is not a terminal here: each step is a line, then the summary."""
+    done = _ship(
+        "layered:latest", "--from", socket(rig, "d26"), "--to", socket(rig, "d20"), "--full"
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    steps = [PROGRESS_LINE.sub("", line) for line in lines if PROGRESS_LINE.match(line)]
+    assert steps[0] == f"connecting to {socket(rig, 'd20')}", lines
+    assert any(s.startswith("waiting for the source engine (") for s in steps), lines
+    assert "shipping" in steps, lines
+    # the classic store says which layer it registers, of those sent
+    assert any(re.fullmatch(r".*: the engine is registering layer 1/\d+", s) for s in steps), lines
+    assert said(done.stderr) == [lines[-1]] and lines[-1].startswith("shipped layered:latest")
 
 
 def test_library_call(rig):
