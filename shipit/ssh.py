@@ -494,6 +494,21 @@ class SSHSession:
         self._dials.append(dial)
         return dial
 
+    def has_command(self, name: str, timeout: float | None = None) -> bool:
+        """Whether ``name`` runs on the host (``command -v``, one short exec channel)."""
+        try:
+            channel = self.transport.open_session(timeout=timeout or DEFAULT_TIMEOUT)
+            try:
+                channel.settimeout(timeout or DEFAULT_TIMEOUT)
+                channel.exec_command(f"command -v {shlex.quote(name)} >/dev/null")
+                if not channel.status_event.wait(timeout or DEFAULT_TIMEOUT):
+                    return False
+                return channel.exit_status == 0
+            finally:
+                channel.close()
+        except (paramiko.SSHException, OSError, EOFError):
+            return False
+
     def measure_link(self, budget: int = 2 << 20, seconds: float = 0.1) -> float:
         """Bytes per second this connection carries to the host, measured end to end.
 

@@ -61,6 +61,9 @@ class Capabilities:
     retags: bool = False
     """It can tell that it holds an image exactly (by ID) and point a name at it without a
     load, so a ship of what is already there saves and sends nothing."""
+    carried_compressions: frozenset[str] = frozenset()
+    """Compressions its connection can carry an upload in, undone on the far host before
+    the target reads it (over SSH, the host's ``zstd``): for a target that reads none."""
 
     def readable(self, compression: str) -> bool:
         return compression in self.compressions

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import io
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import docker.errors
 from docker.utils import version_gte
 
+from shipit.compression import Codec, compressed_chunks
 from shipit.daemon.endpoint import STREAM_TIMEOUT, Endpoint
 from shipit.errors import EngineError, ImageNotFound, ShipitError
 from shipit.platforms import Platform
@@ -207,25 +210,107 @@ def load_stream(
         )
         with response:
             api._raise_for_status(response)
-            layers: list[object] = []
-            for message in _json_messages(response.iter_content(chunk_size=None)):
-                loading = on_layer is not None and message.get("status") == "Loading layer"
-                if loading and (not layers or message.get("id") != layers[-1]):
-                    layers.append(message.get("id"))
-                    on_layer(len(layers))  # type: ignore[misc]
-                error = (message.get("errorDetail") or {}).get("message") or message.get("error")
-                if error:
-                    raise EngineError(f"loading into {endpoint.name}: {error}")
-                text = str(message.get("stream", "")).strip()
-                if text.startswith(_UNPACK_ERROR):
-                    raise EngineError(f"loading into {endpoint.name}: {text}")
-                if text.startswith("Loaded image"):
-                    loaded.append(text)
+            loaded = _loaded(endpoint, response.iter_content(chunk_size=None), on_layer)
     except ShipitError:
         raise  # ours, or the source's: already worded
     except Exception as exc:
         raise endpoint.failure("loading into", exc) from exc
     return loaded
+
+
+def _loaded(
+    endpoint: Endpoint, body: Iterable[bytes], on_layer: Callable[[int], None] | None
+) -> list[str]:
+    """The "Loaded …" lines of a load's answer, raising the first error in it."""
+    loaded: list[str] = []
+    layers: list[object] = []
+    for message in _json_messages(body):
+        new_layer = not layers or message.get("id") != layers[-1]
+        if on_layer is not None and message.get("status") == "Loading layer" and new_layer:
+            layers.append(message.get("id"))
+            on_layer(len(layers))
+        error = (message.get("errorDetail") or {}).get("message") or message.get("error")
+        if error:
+            raise EngineError(f"loading into {endpoint.name}: {error}")
+        text = str(message.get("stream", "")).strip()
+        if text.startswith(_UNPACK_ERROR):
+            raise EngineError(f"loading into {endpoint.name}: {text}")
+        if text.startswith("Loaded image"):
+            loaded.append(text)
+    return loaded
+
+
+class _Answer:
+    """A channel as the socket http.client reads a response from (with ``read1``, so
+    that progress messages are handled as they come)."""
+
+    def __init__(self, channel: Any) -> None:
+        self._channel = channel
+
+    def makefile(self, mode: str = "rb") -> io.BufferedReader:
+        channel = self._channel
+
+        class Raw(io.RawIOBase):
+            def readable(self) -> bool:
+                return True
+
+            def readinto(self, buffer: Any) -> int:
+                data = channel.recv(len(buffer))
+                buffer[: len(data)] = data
+                return len(data)
+
+        return io.BufferedReader(Raw())
+
+
+def load_carried(
+    endpoint: Endpoint,
+    chunks: Iterable[bytes],
+    codec: Codec,
+    counted: Callable[[int], None],
+    on_layer: Callable[[int], None] | None = None,
+) -> list[str]:
+    """``docker load`` whose whole request crosses the SSH connection compressed with
+    ``codec`` and is undone by the host's own ``zstd -d`` in front of dial-stdio: for an
+    engine that reads no zstd upload. One request on a channel of its own, since only
+    the channel's end makes ``zstd`` hand on its last bytes; ``counted`` hears each
+    compressed piece sent."""
+    session = endpoint.session
+    assert session is not None
+    path = urlsplit(endpoint.api._url("/images/load")).path
+    head = (
+        f"POST {path}?quiet=0 HTTP/1.1\r\nHost: docker\r\nUser-Agent: shipit\r\n"
+        "Content-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+
+    def request() -> Iterator[bytes]:
+        yield head
+        for chunk in chunks:
+            if chunk:
+                yield b"%x\r\n%b\r\n" % (len(chunk), chunk)
+        yield b"0\r\n\r\n"
+
+    try:
+        dial = session.open_dial_stdio(f"zstd -dcq | {session.dial_command}")
+        try:
+            for data in compressed_chunks(request(), codec, counted):
+                dial.sendall(data)
+            dial.channel.shutdown_write()
+            response = http.client.HTTPResponse(_Answer(dial.channel))  # type: ignore[arg-type]
+            response.begin()
+            body = iter(lambda: response.read1(1 << 16), b"")
+            if response.status != 200:
+                answer = b"".join(body).decode(errors="replace").strip()
+                with contextlib.suppress(ValueError, AttributeError):
+                    answer = json.loads(answer).get("message") or answer
+                raise EngineError(f"loading into {endpoint.name}: {answer}")
+            return _loaded(endpoint, body, on_layer)
+        finally:
+            dial.close()
+    except ShipitError:
+        raise
+    except Exception as exc:
+        raise endpoint.failure("loading into", exc) from exc
 
 
 def _json_messages(body: Iterable[bytes]) -> Iterator[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -14,6 +15,7 @@ from shipit.daemon.endpoint import Endpoint, resolve_endpoint
 from shipit.daemon.engine import (
     EngineInfo,
     image_inspect,
+    load_carried,
     load_stream,
     probe,
     remove_repository,
@@ -62,10 +64,22 @@ class DockerTarget:
             session=session,
         )
         try:
-            return cls(endpoint, probe(endpoint))
+            target = cls(endpoint, probe(endpoint))
+            target._find_carriers()
+            return target
         except BaseException:
             endpoint.close()
             raise
+
+    def _find_carriers(self) -> None:
+        """An engine that reads no zstd upload (before 23.0) over SSH can still get one:
+        the host's ``zstd -d`` undoes it in front of dial-stdio (zstd sends ~20 % fewer
+        bytes than the gzip such an engine reads)."""
+        session = self.endpoint.session
+        if session is None or "zstd" in self._caps.upload_compressions:
+            return
+        if session.has_command("zstd"):
+            self._caps = replace(self._caps, carried_compressions=frozenset({"zstd"}))
 
     @property
     def name(self) -> str:
@@ -98,6 +112,11 @@ class DockerTarget:
             ("platform", f"{self._caps.platform}, kernel {info.kernel}"),
             ("image store", f"{info.image_store} ({info.storage_driver})"),
             ("zstd layers", zstd),
+            *(
+                [("upload", "zstd, undone by the host's zstd in front of the engine")]
+                if "zstd" in self._caps.carried_compressions
+                else []
+            ),
             ("manifest.json", "needed" if info.needs_manifest_json else "not needed"),
             *([("access", "through sudo -n")] if self.endpoint.sudo else []),
         ]
@@ -204,6 +223,8 @@ class DockerTarget:
     def _load(
         self, wire: Codec | None, on_layer: Callable[[int], None] | None, chunks: Iterable[bytes]
     ) -> list[str]:
+        if wire is not None and wire.name not in self._caps.upload_compressions:
+            return load_carried(self.endpoint, chunks, wire, self._counted, on_layer)
         if wire is not None:
             chunks = compressed_chunks(chunks, wire, self._counted)
         return load_stream(self.endpoint, chunks, on_layer=on_layer)

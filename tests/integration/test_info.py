@@ -79,6 +79,7 @@ def test_cli_info_text(rig, ssh_config, run_shipit):
     assert lines["engine"].strip() == "rig-d20"
     assert lines["store"].startswith("classic")
     assert lines["zstd"].startswith("no")
+    assert lines["upload"].startswith("zstd, undone by the host's zstd")  # the rig has zstd
     assert lines["manifest.json"].strip() == "needed"
     assert lines["link"].strip().endswith("MB/s")
 

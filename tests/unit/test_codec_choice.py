@@ -145,3 +145,16 @@ def test_a_forced_upload_compression():
     assert _shape(CLASSIC_26, 12.5 * MB, wire=Codec("none")) == ("zstd:6", None)
     with pytest.raises(Unsupported, match="cannot load a zstd upload"):
         _shape(CLASSIC_20, 12.5 * MB, wire=Codec("zstd"))
+
+
+def test_an_engine_that_reads_gzip_only_gets_zstd_undone_by_its_host():
+    from dataclasses import replace
+
+    carried = replace(CLASSIC_20, carried_compressions=frozenset({"zstd"}))
+    assert _shape(carried, 12.5 * MB) == ("none", "zstd:6")  # the link is the bound
+    assert _shape(carried, 40 * MB) == ("none", "zstd:3")
+    assert _shape(carried, 180 * MB) == ("none", None)  # faster than compressing
+    assert _shape(carried, 12.5 * MB, alone=False) == ("gzip:1", None)  # one codec for all
+    assert _shape(carried, 12.5 * MB, wire=Codec("zstd")) == ("none", "zstd:3")
+    # without a zstd on the host: gzip, as the engine reads
+    assert _shape(CLASSIC_20, 12.5 * MB) == ("none", "gzip:3")
