@@ -161,19 +161,31 @@ def measure(cmd: str, *, link: str, timeout: float, shipit: bool = False) -> dic
     if not shipit and out.strip():
         row["stdout"] = out.strip()[-2000:]
     if shipit:
-        if usage.exists():
-            fields = usage.read_text().split()[-4:]
-            with contextlib.suppress(ValueError, IndexError):
-                row["peak_rss_mb"] = round(int(fields[1]) / 1024, 1)
-                row["cpu_seconds"] = round(float(fields[2]) + float(fields[3]), 1)
-        row["summary"] = parse_json(out)
-        s = row["summary"]
-        if isinstance(s, dict) and isinstance(s.get("bytes_sent"), int):
-            row["pipe_bytes"] = s["bytes_sent"]
-        elif isinstance(s, dict) and isinstance(s.get("targets"), list):  # fan-out
-            sent = [(t.get("report") or {}).get("bytes_sent") for t in s["targets"]]
-            if sent and all(isinstance(b, int) for b in sent):
-                row["pipe_bytes"] = sum(sent)
+        read_shipit(row, out, usage)
+    log_row(row)
+    return row
+
+
+def read_shipit(row: dict[str, Any], out: str, usage: Path) -> None:
+    """A shipit run's peak RSS and CPU seconds (/usr/bin/time), its --json summary and the
+    bytes it says it sent."""
+    if usage.exists():
+        fields = usage.read_text().split()[-4:]
+        with contextlib.suppress(ValueError, IndexError):
+            row["peak_rss_mb"] = round(int(fields[1]) / 1024, 1)
+            row["cpu_seconds"] = round(float(fields[2]) + float(fields[3]), 1)
+    row["summary"] = parse_json(out)
+    s = row["summary"]
+    if isinstance(s, dict) and isinstance(s.get("bytes_sent"), int):
+        row["pipe_bytes"] = s["bytes_sent"]
+    elif isinstance(s, dict) and isinstance(s.get("targets"), list):  # fan-out
+        sent = [(t.get("report") or {}).get("bytes_sent") for t in s["targets"]]
+        if sent and all(isinstance(b, int) for b in sent):
+            row["pipe_bytes"] = sum(sent)
+
+
+def log_row(row: dict[str, Any]) -> None:
+    """One line under the run's title: seconds, bytes moved, error, RSS and CPU."""
     secs = row["seconds"]
     extra = f"  {row['error']}" if not row["ok"] else ""
     if "peak_rss_mb" in row:
@@ -182,7 +194,6 @@ def measure(cmd: str, *, link: str, timeout: float, shipit: bool = False) -> dic
     if moved:
         extra = f"  {moved / 1e6:.0f} MB" + extra
     log(f"    {'-' if secs is None else f'{secs:7.1f} s'}{extra}")
-    return row
 
 
 def parse_json(text: str) -> Any:
