@@ -152,13 +152,8 @@ def parse_args() -> argparse.Namespace:
     return a
 
 
-def main() -> int:
-    args = parse_args()
-    if args.render:
-        res = json.loads(args.render.read_text())
-        res["targets"] = evaluate(res["runs"])
-        write_report(args.out, res)
-        return 0
+def preflight() -> None:
+    """Root, the rig and the tools the pipes use, before anything is touched."""
     if os.geteuid() != 0:
         raise SystemExit("bench: must run as root (network namespace, tc, the rig)")
     if subprocess.run(["bash", str(ROOT / "integration/rig.sh"), "status"], env=ENV).returncode:
@@ -166,6 +161,78 @@ def main() -> int:
     for tool in ("zstd", "gzip", "tc", "ip", "/usr/bin/time", "/usr/sbin/sshd", "dd"):
         if not shutil.which(tool):
             raise SystemExit(f"bench: {tool} is missing")
+
+
+def link_check() -> float:
+    """Seconds for 50 MiB through the shaped link; too fast means it is not shaped."""
+    c = sh(f"bash {NETNS_SH} check")
+    check = float(c.stdout.strip())
+    log(f"shaped link: 50 MiB in {check:.2f} s (ideal 4.2 s at {LINK_MBIT} Mbit/s)")
+    if check < 3.5:
+        raise SystemExit("bench: the shaped link is not shaped")
+    return check
+
+
+def run_phases(bench: Bench, args: argparse.Namespace) -> None:
+    if "floors" in args.phases:
+        bench.floors()
+    if "archive" in args.phases:
+        bench.archive()
+    for link in args.links:
+        for t in args.targets:
+            if "cold" in args.phases:
+                bench.cold(link, t)
+            if "redeploy" in args.phases:
+                bench.redeploy(link, t)
+        if "fanout" in args.phases and link in args.fan_links:
+            bench.fanout(link)
+
+
+def result(
+    args: argparse.Namespace,
+    runs: dict[str, dict[str, Any]],
+    v1: dict[str, Any],
+    check: float | None,
+    started: float,
+    load0: str,
+) -> dict[str, Any]:
+    """benchmarks.json: the run, the machine, the image and every measurement."""
+    tar = runs.get("floor/save-file", {}).get("pipe_bytes")
+    hist = sh(f"{docker(SOURCE)} history --no-trunc --format '{{{{.Size}}}}' bench:v1")
+    return {
+        "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "make bench"
+        if not sys.argv[1:]
+        else "python integration/bench.py " + " ".join(sys.argv[1:]),
+        "quick": args.quick or bool(args.only),
+        "wall_minutes": round((time.monotonic() - started) / 60, 1),
+        "loadavg": [float(load0), float(Path("/proc/loadavg").read_text().split()[0])],
+        "machine": machine(),
+        "image": {
+            "bytes": v1["Size"],
+            "tar_bytes": tar,
+            "layers": [
+                f"{what} {sz}"
+                for (what, _, _), sz in zip(
+                    [*layer_sources(), ("app", [], "/app")],
+                    reversed(hist.stdout.split()),
+                    strict=False,
+                )
+            ],
+        },
+        "link_check_seconds": check,
+        "runs": runs,
+    }
+
+
+def main() -> int:
+    args = parse_args()
+    if args.render:
+        res = json.loads(args.render.read_text())
+        res["targets"] = evaluate(res["runs"])
+        write_report(args.out, res)
+        return 0
+    preflight()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
     started = time.monotonic()
@@ -185,55 +252,14 @@ def main() -> int:
                 log(f"starting {EXTRA} (Engine 26.1 classic) for fan-out and the load floor")
                 start_extra_engine()
             subprocess.run(["bash", str(NETNS_SH), "up"], check=True, env=ENV)
-            check = None
-            if "slow" in args.links:
-                c = sh(f"bash {NETNS_SH} check")
-                check = float(c.stdout.strip())
-                log(f"shaped link: 50 MiB in {check:.2f} s (ideal 4.2 s at {LINK_MBIT} Mbit/s)")
-                if check < 3.5:
-                    raise SystemExit("bench: the shaped link is not shaped")
+            check = link_check() if "slow" in args.links else None
             touched.update(args.targets)
             if need_extra:
                 touched.update(FAN)
             if "floors" in args.phases:
                 touched.update(args.load_floors)
-                bench.floors()
-            if "archive" in args.phases:
-                bench.archive()
-            for link in args.links:
-                for t in args.targets:
-                    if "cold" in args.phases:
-                        bench.cold(link, t)
-                    if "redeploy" in args.phases:
-                        bench.redeploy(link, t)
-                if "fanout" in args.phases and link in args.fan_links:
-                    bench.fanout(link)
-            tar = bench.runs.get("floor/save-file", {}).get("pipe_bytes")
-            hist = sh(f"{docker(SOURCE)} history --no-trunc --format '{{{{.Size}}}}' bench:v1")
-            res = {
-                "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                "command": "make bench"
-                if not sys.argv[1:]
-                else "python integration/bench.py " + " ".join(sys.argv[1:]),
-                "quick": args.quick or bool(args.only),
-                "wall_minutes": round((time.monotonic() - started) / 60, 1),
-                "loadavg": [float(load0), float(Path("/proc/loadavg").read_text().split()[0])],
-                "machine": machine(),
-                "image": {
-                    "bytes": v1["Size"],
-                    "tar_bytes": tar,
-                    "layers": [
-                        f"{what} {sz}"
-                        for (what, _, _), sz in zip(
-                            [*layer_sources(), ("app", [], "/app")],
-                            reversed(hist.stdout.split()),
-                            strict=False,
-                        )
-                    ],
-                },
-                "link_check_seconds": check,
-                "runs": bench.runs,
-            }
+            run_phases(bench, args)
+            res = result(args, bench.runs, v1, check, started, load0)
             res["targets"] = evaluate(bench.runs)
             write_report(args.out, res)
             log(f"wrote {args.out}/benchmarks.md and benchmarks.json")
