@@ -59,6 +59,7 @@ def at_floor(runs: dict[str, dict[str, Any]], key: str) -> float | None:
 
 
 def cold_slow(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cold over the shaped link, into d26c and d20: faster than the gzip and zstd pipes."""
     out = []
     for t in ("d26c", "d20"):
         ship = secs(runs.get(f"cold/slow/{t}/shipit"))
@@ -78,6 +79,7 @@ def cold_slow(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def cold_option(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cold over the shaped link with `--wire zstd`, where the store keeps plain layers."""
     out = []
     for t in PLAIN_OPTION:
         pipe, key = secs(runs.get(f"cold/slow/{t}/zstd")), f"cold/slow/{t}/shipit-wire"
@@ -97,6 +99,7 @@ def cold_option(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def cold_loopback(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cold on loopback: close to `docker save | docker load`."""
     out = []
     for t in ("d26c", "d20"):
         plain, ship = secs(runs.get(f"cold/lo/{t}/plain")), secs(runs.get(f"cold/lo/{t}/shipit"))
@@ -113,6 +116,7 @@ def cold_loopback(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def redeploys(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Redeploy: close to the source's own save of v2; over the shaped link, faster than gzip."""
     out = []
     save = secs(runs.get("floor/save-null/v2"))
     for link in ("lo", "slow"):
@@ -143,6 +147,7 @@ def redeploys(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def fanouts(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fan-out to three targets: close to the slowest single-target ship."""
     out = []
     for link in ("lo", "slow"):
         fan = secs(runs.get(f"fanout/{link}/shipit"))
