@@ -33,7 +33,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# The measurement, the images and the lock are shared with the main bench.
+# Shared with the main bench: the measurement and the rig (as `bench`), the images, the
+# report's helpers, and bench.py's lock and signals.
 import bench_measure as bench  # noqa: E402
 from bench import Interrupted, lock, on_signal  # noqa: E402
 from bench_evaluate import secs  # noqa: E402
