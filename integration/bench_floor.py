@@ -40,7 +40,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench  # noqa: E402  (measurement, the rig and bench:v1 are shared)
+import bench_measure as bench  # noqa: E402  (measurement, the rig and bench:v1 are shared)
+from bench_report import esc  # noqa: E402
 
 NOOP_ENGINES = ("d20", "d26", "d26c", "d28", "d28c")
 COLD_TARGETS = ("d26c", "d20")
@@ -242,7 +243,7 @@ def _cell(row: dict | None) -> str:
     if not row:
         return "not run"
     if not row.get("ok"):
-        return "failed: " + bench.esc(str(row.get("error", ""))[:160])
+        return "failed: " + esc(str(row.get("error", ""))[:160])
     return _fmt(row["seconds"])
 
 
@@ -289,7 +290,7 @@ def render(res: dict[str, Any]) -> str:
             moved = (row or {}).get("wire_tx_bytes") if (row or {}).get("ok") else None
             s = _s(row)
             ratio = _fmt(ship / s, "×") if ship and s and method != "shipit" else ""
-            title = bench.esc((row or {}).get("title", method))
+            title = esc((row or {}).get("title", method))
             mb = f"{moved / 1e6:,.0f} MB" if moved else ""
             out.append(f"| {target} | `{title}` | {_cell(row)} | {mb} | {ratio} |")
         floor = cold_floor(runs, target)

@@ -33,7 +33,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench  # noqa: E402  (the measurement and the images are shared with the main bench)
+# Shared with the main bench: the measurement and the rig (as `bench`), the images, the
+# report's helpers, and bench.py's lock and signals.
+import bench_measure as bench  # noqa: E402
+from bench import Interrupted, lock, on_signal  # noqa: E402
+from bench_evaluate import secs  # noqa: E402
+from bench_images import build_images  # noqa: E402
+from bench_report import fmt_s  # noqa: E402
 
 NODES = bench.RIG / "nodes"
 NODE = "c21"
@@ -152,7 +158,7 @@ def render(res: dict[str, Any]) -> str:
         "left). Redeploy = v2 onto the node that has v1, put there by the same method.",
         "",
         f"The source's own `docker save bench:v2 > /dev/null` took "
-        f"{bench.fmt_s(runs.get('floor/save/v2'))} s in this run: no redeploy from it can "
+        f"{fmt_s(runs.get('floor/save/v2'))} s in this run: no redeploy from it can "
         "take less (the source engine exports every layer before its first byte).",
         "",
         "| case | link | `docker save \\| ssh node 'ctr -n k8s.io images import -'` "
@@ -163,11 +169,11 @@ def render(res: dict[str, Any]) -> str:
         for link in res["links"]:
             pipe = runs.get(f"{case}/{link}/pipe")
             ship = runs.get(f"{case}/{link}/shipit")
-            p, s = bench.secs(pipe), bench.secs(ship)
+            p, s = secs(pipe), secs(ship)
             speed = f"{p / s:.2f}×" if p and s else "—"
             label = "100 Mbit/s" if link == "slow" else "loopback"
             out.append(
-                f"| {case} | {label} | {bench.fmt_s(pipe)} | {bench.fmt_s(ship)} | {speed} "
+                f"| {case} | {label} | {fmt_s(pipe)} | {fmt_s(ship)} | {speed} "
                 f"| {moved(pipe)} → {moved(ship)} |"
             )
     out += [
@@ -199,11 +205,11 @@ def main() -> int:
     links = [x for x in args.links.split(",") if x]
     nodes = json.loads((NODES / "nodes.json").read_text())["nodes"]
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, bench.on_signal)
+        signal.signal(sig, on_signal)
     started = time.monotonic()
-    with bench.lock():
+    with lock():
         try:
-            bench.build_images(bench.SOURCE)
+            build_images(bench.SOURCE)
             subprocess.run(["bash", str(bench.NETNS_SH), "up"], check=True, env=bench.ENV)
             if "slow" in links and "slow-c21" not in bench.SSH_CONFIG.read_text():
                 raise SystemExit("bench: netns.sh found no node c21 to put behind the link")
@@ -231,7 +237,7 @@ def main() -> int:
             write(args.out, res)
             bench.log(f"wrote {args.out}/benchmarks-nodes.md and benchmarks-nodes.json")
             return 0 if all(r["ok"] for r in runs.values()) else 1
-        except (KeyboardInterrupt, bench.Interrupted) as exc:
+        except (KeyboardInterrupt, Interrupted) as exc:
             bench.log(f"bench: interrupted ({str(exc) or 'SIGINT'})")
             return 130
         finally:
