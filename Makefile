@@ -48,9 +48,10 @@ lint: install
 soak: install rig-up
 	$(PY) integration/soak.py --rounds 50
 
-# The benchmarks (~60 min): Docker engines, then a containerd node, then the chart.
+# The benchmarks (~75 min): Docker engines, a containerd node, the floor cases, the chart.
 bench: install rig-up
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) integration/bench.py
 	$(PY) integration/bench_nodes.py
+	$(PY) integration/bench_floor.py
 	$(PY) integration/bench_chart.py
