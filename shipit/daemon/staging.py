@@ -30,6 +30,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
+import docker.errors
+
 from shipit.archive.reader import BlobRecord
 from shipit.archive.writer import TarStream, make_image
 from shipit.daemon.endpoint import Endpoint
@@ -57,6 +59,9 @@ STAGE_REPO = "shipit-stage.invalid/stage"
 #: A stage closes once it carries this many bytes: fewer, larger loads (each costs the
 #: engine a request and a temp dir) while still overlapping most of the work.
 STAGE_BYTES = 32 << 20
+
+#: Looks (every 0.5 s) for a stage the engine may still register after its load failed.
+SETTLE_TRIES = 10
 
 Load = Callable[[Iterable[bytes]], list[str]]
 """One upload into the target's ``/images/load``; returns its "Loaded …" lines."""
@@ -257,6 +262,16 @@ class StagedFeed:
         for _name, upload in self.uploads:
             upload.abort()  # a stage cut short by a failure: the engine drops it
             upload.join(30)
-        for name, _upload in self.uploads:
-            with contextlib.suppress(Exception):
-                self.endpoint.api.remove_image(name, force=True)
+        for name, upload in self.uploads:
+            # A stage whose whole body went out can still be registered by the engine
+            # after its load failed on our side (the answer lost): watch for it a while.
+            tries = SETTLE_TRIES if upload.ended and upload.error is not None else 1
+            for attempt in range(tries):
+                try:
+                    self.endpoint.api.remove_image(name, force=True)
+                    break
+                except docker.errors.NotFound:
+                    if attempt + 1 < tries:
+                        time.sleep(0.5)
+                except Exception:  # the engine is gone: nothing more to do here
+                    break
