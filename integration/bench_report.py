@@ -145,6 +145,12 @@ def write_report(out: Path, res: dict[str, Any]) -> None:
     tar = res["image"].get("tar_bytes") or res["image"]["bytes"]
     L: list[str] = ["# Benchmarks", ""]
     L += intro(res)
+    L += [
+        "No-op and tag-only re-ships, and cold ships and redeploys of an image with one "
+        "dominant layer: [benchmarks-floor.md](benchmarks-floor.md) (integration/"
+        "bench_floor.py). Into a containerd node: [benchmarks-nodes.md](benchmarks-nodes.md).",
+        "",
+    ]
     L += targets_table(res["targets"])
     L += floors_table(runs, tar)
     L += archive_table(runs, tar)
