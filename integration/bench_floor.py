@@ -277,7 +277,7 @@ def _cell(row: dict | None) -> str:
     if not row:
         return "not run"
     if not row.get("ok"):
-        return "failed: " + esc(str(row.get("error", ""))[:160])
+        return "failed: …" + esc(str(row.get("error", ""))[-180:])  # the engine's reason
     every = row.get("all_seconds")
     if every and len(every) > 1:
         return f"{_fmt(row['seconds'])} ({', '.join(f'{x:.1f}' for x in every if x)})"
