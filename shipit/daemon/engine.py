@@ -292,9 +292,11 @@ def load_carried(
 
     try:
         dial = session.open_dial_stdio(f"zstd -dcq | {session.dial_command}")
+        packed = compressed_chunks(request(), codec, counted)
         try:
-            for data in compressed_chunks(request(), codec, counted):
+            for data in packed:
                 dial.sendall(data)
+            packed.close()
             dial.channel.shutdown_write()
             response = http.client.HTTPResponse(_Answer(dial.channel))  # type: ignore[arg-type]
             response.begin()
@@ -306,6 +308,7 @@ def load_carried(
                 raise EngineError(f"loading into {endpoint.name}: {answer}")
             return _loaded(endpoint, body, on_layer)
         finally:
+            packed.close()
             dial.close()
     except ShipitError:
         raise

@@ -225,9 +225,13 @@ class DockerTarget:
     ) -> list[str]:
         if wire is not None and wire.name not in self._caps.upload_compressions:
             return load_carried(self.endpoint, chunks, wire, self._counted, on_layer)
-        if wire is not None:
-            chunks = compressed_chunks(chunks, wire, self._counted)
-        return load_stream(self.endpoint, chunks, on_layer=on_layer)
+        if wire is None:
+            return load_stream(self.endpoint, chunks, on_layer=on_layer)
+        packed = compressed_chunks(chunks, wire, self._counted)
+        try:
+            return load_stream(self.endpoint, packed, on_layer=on_layer)
+        finally:
+            packed.close()
 
     def _counted(self, n: int) -> None:
         with self._lock:  # stage uploads compress in their own threads

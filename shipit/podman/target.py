@@ -424,12 +424,15 @@ class PodmanTarget:
                 send_blob=holdings.wants,
                 layout=plan.layout,
             )
+            packed = None
             try:
                 chunks: Iterable[bytes] = stream
                 if plan.wire is not None:
-                    chunks = compressed_chunks(stream, plan.wire, self._counted)
+                    chunks = packed = compressed_chunks(stream, plan.wire, self._counted)
                 done = self.host.podman(["load"], stdin=chunks, doing="loading into")
             finally:
+                if packed is not None:
+                    packed.close()  # its thread lets go of the stream first
                 stream.close()
         finally:
             subscriber.leave()

@@ -145,6 +145,7 @@ def test_unreachable_host_is_one_clear_line(rig, tmp_path):
 
 def test_a_log_gets_plain_progress_lines(rig):
     """stderr is not a terminal here: each step is a line, then the summary."""
+    remove(rig, "d20", "layered:latest")  # a layer it lacks: the engine says it registers it
     done = _ship(
         "layered:latest", "--from", socket(rig, "d26"), "--to", socket(rig, "d20"), "--full"
     )

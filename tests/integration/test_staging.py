@@ -107,9 +107,29 @@ def test_plain_layers_kept_by_the_containerd_store_are_found_again(rig, ssh_conf
     assert "layered ok" in run_image(rig, "d26c", "layered:latest")
 
 
-def test_a_zstd_upload_is_refused_before_engine_20_10_sees_a_byte(rig, ssh_config):
+def test_a_zstd_upload_is_refused_before_engine_20_10_sees_a_byte(rig):
+    """By socket nothing stands in front of Engine 20.10 to undo a zstd upload."""
     with pytest.raises(Unsupported, match="cannot load a zstd upload"):
-        _ship(rig, ssh_config, "d20", full=True, wire=Codec("zstd"))
+        ship(
+            ["layered:latest"],
+            socket(rig, "d20"),
+            source=socket(rig, SOURCE["d20"]),
+            options=ShipOptions(full=True, wire=Codec("zstd")),
+        )
+
+
+def test_staged_zstd_uploads_into_engine_20_10_over_ssh_land(rig, ssh_config, monkeypatch):
+    """Over SSH the host's zstd undoes each stage's upload in front of Engine 20.10."""
+    monkeypatch.setattr(shipit.daemon.staging, "STAGE_BYTES", 1)
+    before = inspect(rig, SOURCE["d20"], "layered:latest")
+    remove(rig, "d20", "layered:latest")
+    report = _ship(rig, ssh_config, "d20", staged=True, full=True, wire=Codec("zstd"))
+    assert (report.compression, report.wire_compression) == ("none", "zstd:3")
+    assert report.stages == len(before["RootFS"]["Layers"]) - 1
+    assert 0 < report.bytes_sent < 0.9 * (report.bytes_before_wire or 0)
+    assert identity(inspect(rig, "d20", "layered:latest")) == identity(before)
+    assert _stage_images(rig, "d20") == []
+    assert "layered ok" in run_image(rig, "d20", "layered:latest")
 
 
 @pytest.mark.parametrize("engine", ["d20", "d26c", "d28c"])
