@@ -17,7 +17,10 @@ applier opens the blob before it looks for a decompressor (containerd
 the content store; "content digest … not found" proves it is not. Nothing is unpacked
 either way, and the probe image is deleted at once. Only blobs whose diff_id some image
 on the target already has are probed (a few, each ~0.2 s), and after the load every
-skipped blob is probed again, so a blob lost in between triggers a full resend.
+skipped blob is probed again, so a blob lost in between triggers a full resend. Two forms
+of such a layer are looked for: the compressed blob the memo says shipit made of it, and
+the uncompressed one (a ``docker load`` of a ``docker save``, or a cold ship over a slow
+link, leaves those); the manifest then names the form that is there.
 """
 
 from __future__ import annotations
@@ -69,8 +72,17 @@ class Delta:
         return not self.skip_diff_ids and not self.candidates
 
     def pre_skip(self, digest: str) -> bool:
-        """Skip a blob named by its digest before reading it (classic, uncompressed)."""
-        return digest in self.skip_diff_ids
+        """Skip a blob named by its digest before reading it: an uncompressed layer whose
+        chain exists (classic), or whose plain blob the content store holds (containerd:
+        a cold ship over a slow link leaves plain blobs, and a later one finds them here,
+        whatever compression it would give a new layer)."""
+        if digest in self.skip_diff_ids:
+            return True
+        return (
+            self.endpoint is not None
+            and digest in self.candidates
+            and self.has_blob(_plain(digest))
+        )
 
     def wants(self, record: BlobRecord) -> bool:
         """Whether the target needs this blob sent."""
@@ -96,8 +108,8 @@ class Delta:
             return
         for diff_id in sorted(self.candidates):
             found = memo.get(diff_id, codec)
-            if found is not None:
-                self.has_blob(found.blob(diff_id))
+            if found is None or not self.has_blob(found.blob(diff_id)):
+                self.has_blob(_plain(diff_id))
 
     def still_has(self, records: Iterable[BlobRecord]) -> bool:
         """After a load: every skipped blob is still in the content store. (One probe at a
@@ -109,6 +121,20 @@ class Delta:
             for r in records
             if r.diff_id in self.candidates
         )
+
+
+def _plain(diff_id: str) -> BlobRecord:
+    """The uncompressed blob of a layer, for a probe (which names no size: none is read)."""
+    return BlobRecord(
+        key=diff_id,
+        source_digest=diff_id,
+        source_size=0,
+        source_compression="none",
+        digest=diff_id,
+        size=0,
+        compression="none",
+        diff_id=diff_id,
+    )
 
 
 #: Image lists tried this many times when another client was deleting an image meanwhile.
