@@ -110,6 +110,9 @@ class Result:
     last_byte_at: float | None = None  # time.monotonic() when the archive's end was handed on
     seconds: float = 0.0
     stages: int = 0  # loads before the image's own (staged loads)
+    #: Staged loads: seconds the image's own upload held its documents back while the
+    #: engine registered the stage below (target work in mid-ship, not after the last byte).
+    stage_wait: float = 0.0
     output: Output | None = None
     scan: Scan | None = None
     rewritten: Rewritten | None = None

@@ -362,6 +362,7 @@ def _phases(started: float, connected: float, outcome: _Outcome) -> dict[str, fl
         "connect": round(connected - started, 3),
         "source_preparing": round(first - started, 3),
         "transfer": round(max(0.0, last - first), 3),
+        "target_registering_stages": round(outcome.result.stage_wait, 3),
         "target_after_last_byte": round(max(0.0, loaded - last), 3),
         "verification": round(max(0.0, verified - loaded), 3),
     }

@@ -183,7 +183,7 @@ class StagedFeed:
                 send_blob=self.send_blob,
                 layout=self.layout,
                 backlog=[*self.backlog, *self.pool.values()],
-                before_documents=last.finish if last else None,
+                before_documents=self._waiting(last) if last else None,
             )
             self.backlog, self.pool = [], {}
             try:
@@ -196,6 +196,18 @@ class StagedFeed:
             self.subscriber.leave()
             self.result.seconds = time.monotonic() - started
             self._remove_stages()
+
+    def _waiting(self, last: _Upload) -> Callable[[], None]:
+        """``last.finish``, its wait counted in ``result.stage_wait``."""
+
+        def finish() -> None:
+            began = time.monotonic()
+            try:
+                last.finish()
+            finally:
+                self.result.stage_wait += time.monotonic() - began
+
+        return finish
 
     def _stage(self, done: int, last: _Upload | None) -> tuple[int, _Upload | None]:
         """Send the next stage: layers ``order[done:]`` until STAGE_BYTES, never the last

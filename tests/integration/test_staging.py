@@ -45,6 +45,9 @@ def test_staged_ship_lands_the_image(rig, ssh_config, monkeypatch, tmp_path, eng
     layers = len(before["RootFS"]["Layers"])
     assert report.layers_sent == layers and report.layers_skipped == 0
     assert report.stages == layers - 1, report.to_dict()  # the top one goes with the image
+    # The image's own documents waited for the stage below: mid-transfer target work.
+    phases = report.phases
+    assert 0 <= phases["target_registering_stages"] <= phases["transfer"], phases
     landed = inspect(rig, engine, "layered:latest")
     assert landed is not None and identity(landed) == identity(before)
     assert _stage_images(rig, engine) == []
