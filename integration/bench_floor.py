@@ -18,8 +18,9 @@ The same rig and source as integration/bench.py (the rig's d26, by socket):
 A cold floor is the source's first byte, plus the bytes shipit sent at the link's rate,
 plus what the target did after the last byte (shipit's own phases); a second floor adds
 the target's registering of the stage below that a staged load waits for (for one
-dominant layer, its registration: work the pipe's `docker load` does after its last byte). Each cold shipit run
-uses an empty cache: a machine that has not shipped the image before.
+dominant layer, its registration: work the pipe's `docker load` does after its last
+byte). Each cold shipit run uses an empty cache: a machine that has not shipped the image
+before.
 
 Writes docs/benchmarks-floor.md and .json (or --out DIR); --render JSON rewrites the
 Markdown only. Needs root, the rig up, and integration/netns.sh (it brings it up).
