@@ -94,33 +94,10 @@ def clear(engine: str) -> None:
     bench.sh(f"{bench.docker(engine)} image prune -f", check=False)
 
 
-def timed(key: str, title: str, cmd: str, link: str, runs: dict, **kw: Any) -> dict[str, Any]:
-    bench.log(f"[{key}] {title}")
-    row = bench.measure(cmd, link=link, timeout=kw.pop("timeout", 600), **kw)
-    row["title"] = title
-    runs[key] = row
-    return row
-
-
-def first_byte(ref: str) -> float | None:
-    path = bench.sock(bench.SOURCE).removeprefix("unix://")
-    q = ref.replace(":", "%3A")
-    r = bench.sh(
-        f"curl -sS --unix-socket {path} -o /dev/null -w '%{{time_starttransfer}}' "
-        f"'http://docker/images/get?names={q}'",
-        check=False,
-        timeout=300,
-    )
-    try:
-        return round(float(r.stdout.strip()), 2)
-    except ValueError:
-        return None
-
-
 def noop(runs: dict) -> None:
     src = bench.docker(bench.SOURCE)
     bench.sh(f"{src} save bench:v1 > /dev/null", timeout=600)  # warm: not the disk's first read
-    timed(
+    bench.timed(
         "noop/save-null",
         f"docker save bench:v1 > /dev/null ({bench.SOURCE})",
         f"{src} save bench:v1 > /dev/null",
@@ -145,7 +122,7 @@ def noop(runs: dict) -> None:
         name = f"bench:tag-{engine}"
         bench.sh(f"{src} tag bench:v1 {name}")
         try:
-            timed(
+            bench.timed(
                 f"tag-only/{engine}",
                 f"shipit {name} --to {alias} (it holds the image as bench:v1)",
                 shipit(name, alias, config),
@@ -167,12 +144,16 @@ def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def cold(runs: dict) -> None:
     src = bench.docker(bench.SOURCE)
-    runs["cold/first-byte"] = {
-        "title": f"GET /images/get {BIG}:v1 ({bench.SOURCE}): time to the first byte",
-        "first_byte_seconds": first_byte(f"{BIG}:v1"),
-        "ok": True,
-    }
-    timed(
+    bench.first_byte(
+        bench.timed(
+            "cold/first-byte",
+            f"GET /images/get {BIG}:v1 ({bench.SOURCE}): time to the first byte",
+            bench.first_byte_command(bench.SOURCE, f"{BIG}:v1"),
+            "local",
+            runs,
+        )
+    )
+    bench.timed(
         "cold/save-null",
         f"docker save {BIG}:v1 > /dev/null ({bench.SOURCE})",
         f"{src} save {BIG}:v1 > /dev/null",
@@ -217,7 +198,7 @@ def cold(runs: dict) -> None:
             runs[f"cold/{target}/{method}"] = median_row(rows)
         clear(target)
         dest = bench.sock(target)
-        timed(
+        bench.timed(
             f"cold/{target}/skopeo",
             f"skopeo copy docker-daemon: docker-daemon: (by socket, {bench.SOURCE} to {target})",
             f"skopeo copy --src-daemon-host {bench.sock(bench.SOURCE)} --dest-daemon-host "
@@ -238,7 +219,7 @@ def forget_landing(ref: str) -> None:
 
 def redeploy(runs: dict) -> None:
     src = bench.docker(bench.SOURCE)
-    timed(
+    bench.timed(
         "redeploy/save-null",
         f"docker save {BIG}:v2 > /dev/null ({bench.SOURCE})",
         f"{src} save {BIG}:v2 > /dev/null",

@@ -166,6 +166,38 @@ def measure(cmd: str, *, link: str, timeout: float, shipit: bool = False) -> dic
     return row
 
 
+def timed(key: str, title: str, cmd: str, link: str, runs: dict, **kw: Any) -> dict[str, Any]:
+    """``measure(cmd)`` under ``title``, kept in ``runs[key]`` (600 s unless told)."""
+    log(f"[{key}] {title}")
+    row = measure(cmd, link=link, timeout=kw.pop("timeout", 600), **kw)
+    row["title"] = title
+    runs[key] = row
+    return row
+
+
+def first_byte_command(engine: str, ref: str) -> str:
+    """A curl of ``engine``'s ``/images/get`` for ``ref`` that prints the seconds to its
+    first byte and the bytes it sent (Engine 25+ on the classic store stages the whole
+    export in a temp directory before it answers)."""
+    path = sock(engine).removeprefix("unix://")
+    q = ref.replace(":", "%3A")
+    return (
+        f"curl -sS --unix-socket {path} -o /dev/null -w '%{{time_starttransfer}} "
+        f"%{{size_download}}' 'http://docker/images/get?names={q}'"
+    )
+
+
+def first_byte(row: dict[str, Any]) -> None:
+    """Move the output of ``first_byte_command`` out of ``row["stdout"]`` into
+    ``first_byte_seconds`` and ``pipe_bytes``."""
+    try:
+        first, size = row.pop("stdout", "").split()
+        row["first_byte_seconds"], row["pipe_bytes"] = round(float(first), 2), int(size)
+    except ValueError:
+        return
+    log(f"    first byte after {float(first):.1f} s")
+
+
 def read_shipit(row: dict[str, Any], out: str, usage: Path) -> None:
     """A shipit run's peak RSS and CPU seconds (/usr/bin/time), its --json summary and the
     bytes it says it sent."""

@@ -4,7 +4,6 @@ timed, into which target and from which starting state."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shlex
 import subprocess
 from collections.abc import Callable
@@ -21,6 +20,8 @@ from bench_measure import (
     WORK,
     alias,
     docker,
+    first_byte,
+    first_byte_command,
     log,
     measure,
     sock,
@@ -101,21 +102,14 @@ class Bench:
                 f"{self.src} save bench:{v} > /dev/null",
                 "local",
             )
-        # How much of a save happens before its first byte: Engine 25+ (classic) stages
-        # the whole export in a temp directory before it answers.
-        path = sock(SOURCE).removeprefix("unix://")
+        # How much of a save happens before its first byte.
         row = self.record(
             "floor/save-first-byte/v1",
             f"GET /images/get bench:v1 (source {SOURCE}): time to the first byte",
-            f"curl -sS --unix-socket {path} -o /dev/null -w '%{{time_starttransfer}} "
-            f"%{{size_download}}' 'http://docker/images/get?names=bench%3Av1'",
+            first_byte_command(SOURCE, "bench:v1"),
             "local",
         )
-        with contextlib.suppress(ValueError, IndexError):
-            first, size = row.pop("stdout", "").split()
-            row["first_byte_seconds"] = round(float(first), 2)
-            row["pipe_bytes"] = int(size)
-            log(f"    first byte after {float(first):.1f} s")
+        first_byte(row)
         self.record(
             "floor/save-file",
             f"docker save bench:v1 > file (source {SOURCE})",

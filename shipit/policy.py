@@ -101,8 +101,10 @@ def choose_wire(
     if requested is not None or not alone or layers.name == "none":
         return layers, None
     if not caps.keeps_blobs and layers.name == "gzip" and "zstd" in caps.carried_compressions:
-        # It reads gzip only, but the host's zstd can undo a zstd upload: ~20 % fewer bytes.
-        return Codec("none"), Codec("zstd", 6 if layers == _stronger(layers) else 3)
+        # It reads gzip only, but the host's zstd can undo a zstd upload: ~20 % fewer bytes,
+        # at the level the link called for (the stronger one when the link is the bound).
+        link_bound = layers == _stronger(layers)
+        return Codec("none"), _stronger(Codec("zstd")) if link_bound else Codec("zstd")
     if layers.name not in caps.upload_compressions:
         return layers, None
     if not caps.keeps_blobs:

@@ -146,8 +146,8 @@ class GrowingSpool:
     digest known from its tar header and its name: its own tar header can be written at
     once, and the link need not wait for the whole layer to be read (1.2 s of idle link
     for a 700 MB layer, more from a slower source). It is still checked: when its bytes
-    do not match, ``fail`` makes every reader raise, and the upload that carried them is
-    cut off before the documents that would make it an image."""
+    do not match, ``finish(error)`` makes every reader raise, and the upload that carried
+    them is cut off before the documents that would make it an image."""
 
     def __init__(self, file: BinaryIO) -> None:
         self.file = file
@@ -201,6 +201,17 @@ class GrowingSpool:
 #: Hears each blob and, when a sink will want its bytes, the spool holding them (the
 #: callee owns it from then on): a finished one, or a ``GrowingSpool`` still being written.
 OnBlob = Callable[[BlobRecord, "BinaryIO | GrowingSpool | None"], None]
+
+
+def _checked(record: BlobRecord, size: int, expected: str | None) -> BlobRecord:
+    """``record``, once what was read matches its tar header's size and its name's digest."""
+    if record.source_size != size:
+        raise BadInput(f"blob {record.key}: read {record.source_size} bytes, tar says {size}")
+    if expected and record.source_digest != expected:
+        raise DigestMismatch(
+            f"content has digest {short(record.source_digest)}, not {short(expected)}"
+        )
+    return record
 
 
 @dataclass(frozen=True)
@@ -259,13 +270,7 @@ class LayerPolicy:
         if spool is not None and on_blob is not None and codec is None and expected and plain_layer:
             return self._stream(on_blob, key, expected, size, head, raw, spool)
         try:
-            record = self._process(key, kind, head, raw, spool, codec)
-            if record.source_size != size:
-                raise BadInput(f"blob {key}: read {record.source_size} bytes, tar says {size}")
-            if expected and record.source_digest != expected:
-                raise DigestMismatch(
-                    f"content has digest {short(record.source_digest)}, not {short(expected)}"
-                )
+            record = _checked(self._process(key, kind, head, raw, spool, codec), size, expected)
         except BaseException:
             if spool is not None:
                 spool.close()
@@ -308,12 +313,7 @@ class LayerPolicy:
         try:
             on_blob(told, growing)
             record = self._process(key, "none", head, raw, growing, None)  # type: ignore[arg-type]
-            if record.source_size != size:
-                raise BadInput(f"blob {key}: read {record.source_size} bytes, tar says {size}")
-            if record.source_digest != expected:
-                raise DigestMismatch(
-                    f"content has digest {short(record.source_digest)}, not {short(expected)}"
-                )
+            _checked(record, size, expected)
         except BaseException as exc:
             growing.finish(exc)
             raise
