@@ -265,8 +265,13 @@ def _silent(event: Event) -> None:
     pass
 
 
-def emitter(progress: Progress | None) -> Emit:
-    return progress.emit if progress else _silent
+def emitter(progress: Progress | None, target: str = "") -> Emit:
+    """Where a sink's events go, each stamped with the ``target`` it is for."""
+    if progress is None:
+        return _silent
+    if not target:
+        return progress.emit
+    return lambda event: progress.emit(replace(event, target=target))
 
 
 def send_blob_chunks(
@@ -321,7 +326,7 @@ def subscriber_stream(
     first); ``before_documents`` runs after the last blob, before the documents that make
     the archive an image (staged loads wait there for the previous stage).
     """
-    emit = emitter(progress)
+    emit = emitter(progress, subscriber.name)
     tar = TarStream()
     started = time.monotonic()
     waiting = list(backlog)

@@ -16,12 +16,14 @@ from typing import Any
 class Event:
     """``read``: n bytes of the source taken; ``blob``: a blob finished (n = its output
     size, ``record`` says what became of it); ``sent``: n bytes handed to the sink;
-    ``stage``: ``text`` names the step now running."""
+    ``stage``: ``text`` names the step now running. ``target`` names the sink a ``blob``
+    or ``sent`` event is for (a fan-out feeds several at once)."""
 
     kind: str
     n: int = 0
     record: Any = None
     text: str = ""
+    target: str = ""
 
 
 class Progress:

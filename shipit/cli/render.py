@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -159,30 +159,51 @@ def progress_bar(label: str, total: int | None, quiet: bool) -> Iterator[Events 
         console=console,
         transient=True,
     )
-    state = {"read": 0, "sent": 0, "layers": 0}
+    tally = _Tally()
     task = bar.add_task(label, total=total, detail="")
 
     def on_event(event: Event) -> None:
-        if event.kind in ("read", "sent"):
-            state[event.kind] += event.n
-        elif event.kind == "blob":
-            state["layers"] += 1
-        elif event.kind == "stage":
+        tally.take(event)
+        if event.kind == "stage":
             bar.update(task, description=event.text)
-        done = state["layers"]
         # The save carries tar headers and documents beside the layers' size: the total
         # is never less than what was read.
-        known = max(events.total, state["read"]) if events.total else None
-        bar.update(
-            task,
-            completed=state["read"],
-            total=known,
-            detail=f"{done} layer{'s' if done != 1 else ''} done, {human(state['sent'])} sent",
-        )
+        known = max(events.total, tally.read) if events.total else None
+        bar.update(task, completed=tally.read, total=known, detail=tally.per_target())
 
     events = Events(on_event, total)
     with bar:
         yield events
+
+
+@dataclass
+class _Tally:
+    """What the events told so far: the bytes read from the source and, for each target,
+    the layers done and the bytes sent."""
+
+    read: int = 0
+    sent: dict[str, int] = field(default_factory=dict)
+    layers: dict[str, int] = field(default_factory=dict)
+
+    def take(self, event: Event) -> None:
+        if event.kind == "read":
+            self.read += event.n
+        elif event.kind == "sent":
+            self.sent[event.target] = self.sent.get(event.target, 0) + event.n
+        elif event.kind == "blob":
+            self.layers[event.target] = self.layers.get(event.target, 0) + 1
+
+    def per_target(self) -> str:
+        """ "2 layers done, 1.2 MB sent"; with several targets, that for each by name."""
+        names = list(dict.fromkeys([*self.layers, *self.sent])) or [""]
+
+        def one(name: str) -> str:
+            done, sent = self.layers.get(name, 0), self.sent.get(name, 0)
+            return f"{_count(done, 'layer')} done, {human(sent)} sent"
+
+        if len(names) == 1:
+            return one(names[0])
+        return "; ".join(f"{name}: {one(name)}" for name in names)
 
 
 @dataclass
@@ -204,7 +225,7 @@ def plain_progress(label: str, total: int | None) -> Iterator[Events]:
     import threading
     import time
 
-    state = {"read": 0, "sent": 0, "layers": 0}
+    tally = _Tally()
     step = _Step(label, time.monotonic(), time.monotonic())
     stop = threading.Event()
 
@@ -214,19 +235,13 @@ def plain_progress(label: str, total: int | None) -> Iterator[Events]:
         typer.echo(f"shipit: [{time.monotonic() - began:.1f} s] {text}", err=True)
 
     def how_far() -> str:
-        known = max(events.total or 0, state["read"])
-        read = human(state["read"]) + (f" of {human(known)}" if known else "")
-        done = state["layers"]
-        return (
-            f"{read} read, {done} layer{'s' if done != 1 else ''} done, {human(state['sent'])} sent"
-        )
+        known = max(events.total or 0, tally.read)
+        read = human(tally.read) + (f" of {human(known)}" if known else "")
+        return f"{read} read, {tally.per_target()}"
 
     def on_event(event: Event) -> None:
-        if event.kind in ("read", "sent"):
-            state[event.kind] += event.n
-        elif event.kind == "blob":
-            state["layers"] += 1
-        elif event.kind == "stage" and event.text != step.text:
+        tally.take(event)
+        if event.kind == "stage" and event.text != step.text:
             step.text, step.since = event.text, time.monotonic()
             step.said = step.since
             say(event.text)
@@ -239,7 +254,7 @@ def plain_progress(label: str, total: int | None) -> Iterator[Events]:
                     continue
                 step.said = now
                 took = f"{now - step.since:.0f} s"
-                busy = state["read"] or state["sent"]
+                busy = tally.read or any(tally.sent.values())
                 say(f"{step.text}: {how_far()} ({took})" if busy else f"{step.text} ({took})")
 
     events = Events(on_event, total)

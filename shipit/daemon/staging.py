@@ -156,7 +156,7 @@ class StagedFeed:
         self.order = order if len(set(order)) == len(order) else []
         self.send_blob = send_blob
         self.layout = layout
-        self.emit = emitter(progress)
+        self.emit = emitter(progress, subscriber.name)
         self.progress = progress
         self.pool: dict[str, BlobReady] = {}  # layers that arrived before their turn
         self.backlog: list[Message] = []  # everything else taken off the queue, in order

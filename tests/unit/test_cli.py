@@ -180,3 +180,27 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(capsys, monkeypat
     ), steps
     with render.progress_bar("shipping", None, quiet=True) as progress:
         assert progress is None  # -q: nothing at all
+
+
+def test_a_fan_out_shows_each_targets_progress(capsys, monkeypatch):
+    import re
+    import time
+
+    from shipit.cli import render
+    from shipit.progress import Event
+
+    monkeypatch.setattr(render, "PLAIN_EVERY", 0.2)
+    with render.progress_bar("shipping", 3_000_000, quiet=False) as progress:
+        assert progress is not None
+        progress.stage("shipping to 2 targets")
+        progress.emit(Event("read", 2_000_000))  # read once, for both
+        progress.emit(Event("blob", 1000, target="edge-1"))
+        progress.emit(Event("sent", 500_000, target="edge-1"))
+        progress.emit(Event("sent", 1_000_000, target="edge-2"))
+        time.sleep(1.5)
+    lines = capsys.readouterr().err.splitlines()
+    each = (
+        r"shipping to 2 targets: 2\.0 MB of 3\.0 MB read, edge-1: 1 layer done, "
+        r"500\.0 kB sent; edge-2: 0 layers done, 1\.0 MB sent \(\d s\)"
+    )
+    assert any(re.fullmatch(r"shipit: \[\d+\.\d s\] " + each, line) for line in lines), lines
