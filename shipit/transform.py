@@ -300,16 +300,7 @@ class LayerPolicy:
         """An uncompressed layer passed on as it is read (see GrowingSpool): its record
         is what its name and tar header say, and the bytes are checked against it."""
         growing = GrowingSpool(spool)
-        told = BlobRecord(
-            key=key,
-            source_digest=expected,
-            source_size=size,
-            source_compression="none",
-            digest=expected,
-            size=size,
-            compression="none",
-            diff_id=expected,
-        )
+        told = BlobRecord.plain_layer(key, expected, size)
         try:
             on_blob(told, growing)
             record = self._process(key, "none", head, raw, growing, None)  # type: ignore[arg-type]

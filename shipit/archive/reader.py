@@ -56,6 +56,20 @@ class BlobRecord:
     def rewritten(self) -> bool:
         return self.digest != self.source_digest
 
+    @classmethod
+    def plain_layer(cls, key: str, digest: str, size: int) -> BlobRecord:
+        """An uncompressed layer passed on as it is: its digest is its diff_id."""
+        return cls(
+            key=key,
+            source_digest=digest,
+            source_size=size,
+            source_compression="none",
+            digest=digest,
+            size=size,
+            compression="none",
+            diff_id=digest,
+        )
+
 
 class BlobHandler(Protocol):
     def __call__(

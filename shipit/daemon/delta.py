@@ -76,13 +76,9 @@ class Delta:
         chain exists (classic), or whose plain blob the content store holds (containerd:
         a cold ship over a slow link leaves plain blobs, and a later one finds them here,
         whatever compression it would give a new layer)."""
-        if digest in self.skip_diff_ids:
-            return True
-        return (
-            self.endpoint is not None
-            and digest in self.candidates
-            and self.has_blob(_plain(digest))
-        )
+        # Only what ``warm`` found: a probe here would hold up the stream, and ``warm``
+        # did not look for the plain blob where the memo's compressed one is there.
+        return digest in self.skip_diff_ids or self.probed.get(digest) is True
 
     def wants(self, record: BlobRecord) -> bool:
         """Whether the target needs this blob sent."""
@@ -103,7 +99,8 @@ class Delta:
     def warm(self, memo: Memo, codec: Codec) -> None:
         """Probe now for the blobs the memo says the candidate layers compress to (the
         memo is keyed by the source blob, which is the diff_id when the source sends
-        layers uncompressed, as the classic store does)."""
+        layers uncompressed, as the classic store does), and, where that one is not
+        there, for the layer's plain blob (see ``pre_skip``)."""
         if self.endpoint is None:
             return
         for diff_id in sorted(self.candidates):
@@ -125,16 +122,7 @@ class Delta:
 
 def _plain(diff_id: str) -> BlobRecord:
     """The uncompressed blob of a layer, for a probe (which names no size: none is read)."""
-    return BlobRecord(
-        key=diff_id,
-        source_digest=diff_id,
-        source_size=0,
-        source_compression="none",
-        digest=diff_id,
-        size=0,
-        compression="none",
-        diff_id=diff_id,
-    )
+    return BlobRecord.plain_layer(diff_id, diff_id, 0)
 
 
 #: Image lists tried this many times when another client was deleting an image meanwhile.
