@@ -292,11 +292,10 @@ def load_carried(
 
     try:
         dial = session.open_dial_stdio(f"zstd -dcq | {session.dial_command}")
-        packed = compressed_chunks(request(), codec, counted)
         try:
-            for data in packed:
-                dial.sendall(data)
-            packed.close()
+            with contextlib.closing(compressed_chunks(request(), codec, counted)) as packed:
+                for data in packed:
+                    dial.sendall(data)
             dial.channel.shutdown_write()
             response = http.client.HTTPResponse(_Answer(dial.channel))  # type: ignore[arg-type]
             response.begin()
@@ -308,7 +307,6 @@ def load_carried(
                 raise EngineError(f"loading into {endpoint.name}: {answer}")
             return _loaded(endpoint, body, on_layer)
         finally:
-            packed.close()
             dial.close()
     except ShipitError:
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -227,11 +228,8 @@ class DockerTarget:
             return load_carried(self.endpoint, chunks, wire, self._counted, on_layer)
         if wire is None:
             return load_stream(self.endpoint, chunks, on_layer=on_layer)
-        packed = compressed_chunks(chunks, wire, self._counted)
-        try:
+        with contextlib.closing(compressed_chunks(chunks, wire, self._counted)) as packed:
             return load_stream(self.endpoint, packed, on_layer=on_layer)
-        finally:
-            packed.close()
 
     def _counted(self, n: int) -> None:
         with self._lock:  # stage uploads compress in their own threads
