@@ -154,7 +154,10 @@ def ship_many(
                 outcome = got[feed.target.name]
                 _settle(feed, outcome, options.verify)
                 report_to = outcomes[feed.target.name]
-                report_to.error, report_to.report = outcome.error, None
+                report_to.report = None
+                report_to.error = outcome.error and _which_attempt(
+                    outcome.error, attempts[feed.target.name], feed.holdings.holds_none()
+                )
                 if outcome.error is None:
                     _remember(landings, wanted, feed, outcome)
                     report_to.report = _report(feed, outcome, attempts[feed.target.name], options)
@@ -162,7 +165,7 @@ def ship_many(
                     report_to.report.seconds = time.monotonic() - started
                 elif _busy(outcome) and attempts[feed.target.name] < BUSY_TRIES:
                     retry.append(feed)  # another load held what this one wrote: again
-                elif _worth_retrying(outcome, attempts[feed.target.name]):
+                elif _worth_retrying(outcome):
                     # It lost a layer between the check and the load: once more, whole.
                     plain = replace(feed.plan, staged=False)
                     retry.append(_Feed(feed.target, plain, HoldsNothing()))
@@ -329,10 +332,22 @@ def _busy(outcome: _Outcome) -> bool:
     )
 
 
-def _worth_retrying(outcome: _Outcome, attempts: int) -> bool:
-    if attempts > 1 or not outcome.result.skipped:
+def _worth_retrying(outcome: _Outcome) -> bool:
+    """A load that named blobs it skipped and then failed: one of them may have gone
+    between the check and the load (another ship's image removed, the content store's
+    garbage collected). Worth one attempt that sends every layer, however many times a
+    busy store was tried before; that attempt skips nothing, so it is never retried so."""
+    if not outcome.result.skipped:
         return False
     return isinstance(outcome.error, EngineError | VerificationFailed)
+
+
+def _which_attempt(error: ShipitError, attempts: int, whole: bool) -> ShipitError:
+    """The error of a target tried more than once says which attempt it is."""
+    if attempts == 1:
+        return error
+    how = ", every layer sent" if whole else ""
+    return error.context(f"attempt {attempts}{how}")
 
 
 def _settle(feed: _Feed, outcome: _Outcome, verify: bool) -> None:

@@ -182,6 +182,38 @@ def test_containerd_snapshot_without_blob_is_not_trusted(rig, ssh_config, tmp_pa
     _run_app(rig, "d26c", "v2")
 
 
+def test_containerd_blob_lost_after_the_check_is_sent_again(rig, ssh_config, tmp_path, monkeypatch):
+    """The content store loses blobs shipit found there (another ship's image removed and
+    garbage collected) between the check and the load: the ship is tried once more with
+    every layer, and what lands is complete."""
+    from shipit import api
+    from shipit.daemon.delta import Delta
+
+    _build_app(rig, "d26", tmp_path / "app")
+    remove(rig, "d26c", "app:v1", "app:v2")
+    monkeypatch.setenv("SHIPIT_CACHE_DIR", str(tmp_path / "memo"))
+    options = api.ShipOptions(connect=api.Connect(ssh_config=str(ssh_config)))
+    api.ship(["app:v1"], "rig-d26c", source=socket(rig, "d26"), options=options)
+    warm, lost = Delta.warm, []
+
+    def warm_then_lose(self, memo, codec):
+        warm(self, memo, codec)
+        for digest, there in self.probed.items():
+            if there:
+                _ctr(rig, "d26c", "content", "rm", digest)
+                lost.append(digest)
+
+    monkeypatch.setattr(Delta, "warm", warm_then_lose)
+    report = api.ship(["app:v2"], "rig-d26c", source=socket(rig, "d26"), options=options)
+    assert lost and report.attempts == 2, (lost, report)
+    assert report.layers_skipped == 0, report
+    held = _ctr(rig, "d26c", "content", "ls", "-q").split()
+    assert all(digest in held for digest in lost)
+    docker_cli(rig, "d26c", "rmi", "app:v1")
+    docker_cli(rig, "d26c", "save", "-o", str(tmp_path / "v2.tar"), "app:v2")
+    _run_app(rig, "d26c", "v2")
+
+
 def test_fan_out_to_three_engines(rig, ssh_config):
     targets = ["rig-d20", "rig-d26", "rig-d26c"]
     for engine in ("d20", "d26c"):  # d26 is the source (and a target too)
