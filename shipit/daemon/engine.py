@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import docker.errors
 from docker.utils import version_gte
 
-from shipit.compression import Codec, compressed_chunks
+from shipit.compression import FRAME_END, Codec, compressed_chunks
 from shipit.daemon.endpoint import STREAM_TIMEOUT, Endpoint
 from shipit.errors import EngineError, ImageNotFound, ShipitError
 from shipit.platforms import Platform
@@ -286,7 +286,9 @@ def load_carried(
     def request() -> Iterator[bytes]:
         yield head
         for chunk in chunks:
-            if chunk:
+            if chunk is FRAME_END:
+                yield chunk  # for the compressor: not a chunk of the request
+            elif chunk:
                 yield b"%x\r\n%b\r\n" % (len(chunk), chunk)
         yield b"0\r\n\r\n"
 

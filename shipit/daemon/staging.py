@@ -34,6 +34,7 @@ import docker.errors
 
 from shipit.archive.reader import BlobRecord
 from shipit.archive.writer import TarStream, make_image
+from shipit.compression import FRAME_END
 from shipit.daemon.endpoint import Endpoint
 from shipit.daemon.engine import throwaway_tag
 from shipit.errors import ShipitError
@@ -147,6 +148,7 @@ class StagedFeed:
         send_blob: SendBlob,
         layout: Layout,
         progress: Progress | None = None,
+        end_frames: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self.load = load
@@ -156,6 +158,7 @@ class StagedFeed:
         self.order = order if len(set(order)) == len(order) else []
         self.send_blob = send_blob
         self.layout = layout
+        self.end_frames = end_frames  # a zstd upload: see FRAME_END
         self.emit = emitter(progress, subscriber.name)
         self.progress = progress
         self.pool: dict[str, BlobReady] = {}  # layers that arrived before their turn
@@ -235,6 +238,8 @@ class StagedFeed:
                 break
         if upload is None:
             return len(layers), last
+        if self.end_frames:
+            upload.put(FRAME_END)  # its compressor is freed before the documents wait
         documents = list(self._documents(name, self.placed, tar))
         self.result.bytes_out += sum(len(chunk) for chunk in documents)
         upload.close_after_prev(documents)  # meanwhile the next stage streams

@@ -199,6 +199,7 @@ class DockerTarget:
                     send_blob=holdings.wants,
                     layout=plan.layout,
                     progress=progress,
+                    end_frames=plan.wire is not None and plan.wire.name == "zstd",
                 )
                 loaded = staged.run()
             else:

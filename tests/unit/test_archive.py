@@ -125,6 +125,40 @@ def test_a_compressed_upload_is_shipit_s_own_archive_compressed_whole(wire: str)
     assert validate(out).layer_compressions == {"none"}
 
 
+@pytest.mark.parametrize("name, level", [("none", None), ("gzip", 1), ("zstd", 3), ("zstd", 6)])
+def test_an_upload_ends_its_frame_where_told_and_reads_back_whole(
+    name: str, level: int | None
+) -> None:
+    """A stage's upload ends its zstd frame after its layers (FRAME_END); the documents
+    that follow are a second frame, and the whole upload still reads back as the archive,
+    through shipit's reader and through the zstd CLI (the host's, in front of an engine
+    that reads no zstd). Elsewhere the marker is dropped, never sent as an empty chunk."""
+    import shutil
+    import subprocess
+
+    from shipit.compression import FRAME_END, compressed_chunks, decompressor
+
+    archive, _ = convert(LAYOUTS["oci-25-classic"](), Codec("none"))
+    half = len(archive) // 2
+    pieces = [archive[:half], FRAME_END, archive[half:]]
+    codec = Codec.parse(name, level)
+    chunks = list(compressed_chunks(pieces, codec))
+    assert chunks and all(chunks)
+    upload = b"".join(chunks)
+    if codec.name == "none":
+        assert upload == archive
+        return
+    assert decompressor(codec.name, io.BytesIO(upload)).read() == archive
+    if codec.name == "zstd":
+        import zstandard
+
+        frame = zstandard.ZstdDecompressor().decompressobj()  # reads one frame only
+        assert frame.decompress(upload) == archive[:half] and frame.unused_data
+        if shutil.which("zstd"):
+            done = subprocess.run(["zstd", "-dcq"], input=upload, capture_output=True, check=True)
+            assert done.stdout == archive
+
+
 def test_one_image_listed_twice_gets_one_manifest_json_entry() -> None:
     """A containerd store saves an image it holds as gzip and as plain layers twice; as
     zstd both are the same image, written as one manifest.json entry with both tags (as
