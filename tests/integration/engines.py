@@ -52,6 +52,21 @@ def docker_cli(rig: dict[str, Any], engine: str, *args: str, check: bool = True)
     return done.stdout
 
 
+def ctr_command(rig: dict[str, Any], engine: str) -> list[str]:
+    """``ctr`` of a containerd-store engine's own containerd, in the engine's namespace
+    (rig.sh records one per engine, of the engine's own release)."""
+    tool = rig["tools"]["ctr"][engine]
+    return [tool["bin"], "--address", tool["address"], "--namespace", tool["namespace"]]
+
+
+def ctr(rig: dict[str, Any], engine: str, *args: str) -> str:
+    """Run ``ctr`` against ``engine``'s containerd; its stdout (fails the test if it fails)."""
+    done = subprocess.run(
+        [*ctr_command(rig, engine), *args], check=True, capture_output=True, text=True
+    )
+    return done.stdout
+
+
 def inspect(rig: dict[str, Any], engine: str, ref: str) -> dict[str, Any] | None:
     done = subprocess.run(
         [rig.get("docker_cli", "docker"), "-H", socket(rig, engine), "image", "inspect", ref],

@@ -11,7 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
-from engines import docker_cli, inspect, kill_sessions, remove, run_image, session_pids, socket
+from engines import (
+    ctr,
+    docker_cli,
+    inspect,
+    kill_sessions,
+    remove,
+    run_image,
+    session_pids,
+    socket,
+)
 from test_ship import BIG, big_image  # noqa: F401 - a fixture: ~800 MB, built once per rig
 
 pytestmark = pytest.mark.integration
@@ -127,17 +136,6 @@ def test_containerd_redeploy_names_unchanged_layers_from_the_memo(
     _run_app(rig, "d26c", "v2")
 
 
-def _ctr(rig, engine: str, *args: str) -> str:
-    ctr = rig["tools"]["ctr"][engine]
-    done = subprocess.run(
-        [ctr["bin"], "--address", ctr["address"], "--namespace", ctr["namespace"], *args],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout
-
-
 def _plain_load(rig, tmp_path: Path, version: str) -> None:
     """``docker load`` of a ``docker save`` from the classic source: the containerd
     store then holds the layers as uncompressed blobs (as after a cold ship over a slow
@@ -170,8 +168,8 @@ def test_containerd_snapshot_without_blob_is_not_trusted(rig, ssh_config, tmp_pa
     remove(rig, "d26c", "app:v1", "app:v2")
     _plain_load(rig, tmp_path, "v1")
     base = (inspect(rig, "d26", "app:v1") or {})["RootFS"]["Layers"][1]  # the 120 MB one
-    _ctr(rig, "d26c", "content", "rm", base)
-    assert base not in _ctr(rig, "d26c", "content", "ls", "-q").split()
+    ctr(rig, "d26c", "content", "rm", base)
+    assert base not in ctr(rig, "d26c", "content", "ls", "-q").split()
     report = _ship(
         "app:v2", "--from", socket(rig, "d26"), "--to", "rig-d26c", "--ssh-config", ssh_config
     )
@@ -200,14 +198,14 @@ def test_containerd_blob_lost_after_the_check_is_sent_again(rig, ssh_config, tmp
         warm(self, memo, codec)
         for digest, there in self.probed.items():
             if there:
-                _ctr(rig, "d26c", "content", "rm", digest)
+                ctr(rig, "d26c", "content", "rm", digest)
                 lost.append(digest)
 
     monkeypatch.setattr(Delta, "warm", warm_then_lose)
     report = api.ship(["app:v2"], "rig-d26c", source=socket(rig, "d26"), options=options)
     assert lost and report.attempts == 2, (lost, report)
     assert report.layers_skipped == 0, report
-    held = _ctr(rig, "d26c", "content", "ls", "-q").split()
+    held = ctr(rig, "d26c", "content", "ls", "-q").split()
     assert all(digest in held for digest in lost)
     docker_cli(rig, "d26c", "rmi", "app:v1")
     docker_cli(rig, "d26c", "save", "-o", str(tmp_path / "v2.tar"), "app:v2")

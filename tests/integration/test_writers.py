@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from conftest import ENGINES, run_shipit
-from engines import docker_cli, identity, inspect, remove, run_image, socket
+from engines import ctr_command, docker_cli, identity, inspect, remove, run_image, socket
 from imagefactory import validate
 
 from shipit.oci import chain_ids
@@ -75,12 +75,6 @@ def run(*args: str | os.PathLike[str], env: dict[str, str] | None = None) -> str
     if done.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, args))}: {done.stderr.strip()[-2000:]}")
     return done.stdout
-
-
-def containerd_socket(rig: dict[str, Any], engine: str) -> str:
-    """The containerd of a containerd-store engine (rig.sh runs one per engine)."""
-    recorded = rig["engines"][engine].get("containerd")
-    return recorded or str(Path(rig["rig_dir"]) / engine / "containerd" / "containerd.sock")
 
 
 def first_engine(rig: dict[str, Any], store: str) -> str:
@@ -274,7 +268,7 @@ def make_ctr(corpus: Corpus) -> None:
     """``ctr images export`` from a containerd-store engine's own containerd (namespace
     moby), under names of its own that are removed again afterwards."""
     engine = first_engine(corpus.rig, "containerd")
-    ctr = [find_tool(corpus.rig, "ctr"), "-a", containerd_socket(corpus.rig, engine), "-n", "moby"]
+    ctr = ctr_command(corpus.rig, engine)
     names = {f"docker.io/library/ctr-{image}": image for image in SOURCE_IMAGES}
     for name, image in names.items():
         run(*ctr, "images", "tag", "--force", f"docker.io/library/{image}", name)
@@ -334,7 +328,7 @@ def make_ctr_multi_platform(corpus: Corpus) -> None:
         make_buildx(corpus)
     built = corpus.made["buildx --output type=oci, two platforms"]
     engine = first_engine(corpus.rig, "containerd")
-    ctr = [find_tool(corpus.rig, "ctr"), "-a", containerd_socket(corpus.rig, engine), "-n", "moby"]
+    ctr = ctr_command(corpus.rig, engine)
     name = "docker.io/library/bx-multi:latest"
     docker_cli(corpus.rig, engine, "load", "-i", str(built.path))
     try:
@@ -526,12 +520,8 @@ def _clean(rig: dict[str, Any], engine: str, written: Written) -> None:
     if rig["engines"][engine]["store"] == "containerd" and written.raw_names:
         # docker load keeps an index.json name as written ("sk-bare"), which docker
         # itself then cannot find by name: only containerd can remove it.
-        ctr = find_tool(rig, "ctr")
-        subprocess.run(
-            [ctr, "-a", containerd_socket(rig, engine), "-n", "moby", "images", "rm",
-             *written.raw_names],
-            capture_output=True, timeout=60,
-        )  # fmt: skip
+        rm = [*ctr_command(rig, engine), "images", "rm", *written.raw_names]
+        subprocess.run(rm, capture_output=True, timeout=60)
 
 
 def _landed(rig: dict[str, Any], engine: str, written: Written) -> list[str]:
