@@ -11,7 +11,7 @@ from engines import docker_cli, identity, inspect, remove, run_image, socket
 
 import shipit.daemon.staging
 from shipit.api import Connect, ShipOptions, ship
-from shipit.compression import Codec
+from shipit.compression import LONG_FROM_LEVEL, Codec
 from shipit.errors import EngineError, Unsupported
 
 pytestmark = pytest.mark.integration
@@ -121,18 +121,24 @@ def test_a_zstd_upload_is_refused_before_engine_20_10_sees_a_byte(rig):
         )
 
 
-def test_staged_zstd_uploads_into_engine_20_10_over_ssh_land(rig, ssh_config, monkeypatch):
-    """Over SSH the host's zstd undoes each stage's upload in front of Engine 20.10."""
+@pytest.mark.parametrize("level", [3, LONG_FROM_LEVEL])
+@pytest.mark.parametrize("engine", ["d20", "d26c"])
+def test_staged_zstd_uploads_over_ssh_land(rig, ssh_config, monkeypatch, engine, level):
+    """Over SSH the host's zstd undoes each stage's upload in front of Engine 20.10, and
+    Engine 26 reads its own. Each stage ends its frame after its layers, the next frame
+    follows, also at the link-bound level (zstd 6, long-distance matching)."""
     monkeypatch.setattr(shipit.daemon.staging, "STAGE_BYTES", 1)
-    before = inspect(rig, SOURCE["d20"], "layered:latest")
-    remove(rig, "d20", "layered:latest")
-    report = _ship(rig, ssh_config, "d20", staged=True, full=True, wire=Codec("zstd"))
-    assert (report.compression, report.wire_compression) == ("none", "zstd:3")
+    before = inspect(rig, SOURCE[engine], "layered:latest")
+    assert before is not None
+    remove(rig, engine, "layered:latest")
+    wire = Codec.parse("zstd", level)
+    report = _ship(rig, ssh_config, engine, staged=True, full=True, wire=wire)
+    assert (report.compression, report.wire_compression) == ("none", f"zstd:{level}")
     assert report.stages == len(before["RootFS"]["Layers"]) - 1
     assert 0 < report.bytes_sent < 0.9 * (report.bytes_before_wire or 0)
-    assert identity(inspect(rig, "d20", "layered:latest")) == identity(before)
-    assert _stage_images(rig, "d20") == []
-    assert "layered ok" in run_image(rig, "d20", "layered:latest")
+    assert identity(inspect(rig, engine, "layered:latest")) == identity(before)
+    assert _stage_images(rig, engine) == []
+    assert "layered ok" in run_image(rig, engine, "layered:latest")
 
 
 @pytest.mark.parametrize("engine", ["d20", "d26c", "d28c"])
