@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shipit.errors import Unsupported
+from shipit.errors import Unsupported, UsageError
 from shipit.options import Connect
 from shipit.target import Source, Target
 
@@ -41,9 +41,11 @@ def open_target(address: str | None, connect: Connect) -> Target:
 
         return ArchiveTarget(address.removeprefix("file:"))
     from shipit.containerd.address import is_containerd_address
-    from shipit.podman.target import SCHEME, PodmanTarget
+    from shipit.podman.address import is_podman_address
 
-    if address is not None and address.startswith(SCHEME):
+    if address is not None and is_podman_address(address):
+        from shipit.podman.target import PodmanTarget
+
         return PodmanTarget.open(address, connect)
     if address is not None and is_containerd_address(address):
         from shipit.containerd.target import ContainerdTarget
@@ -58,7 +60,7 @@ def open_target(address: str | None, connect: Connect) -> Target:
         if engines is None or "docker" in engines:
             return DockerTarget.open(address, connect, session=remote.session)
         if "podman" in engines:
-            from shipit.podman.target import PodmanHost
+            from shipit.podman.target import PodmanHost, PodmanTarget
 
             return PodmanTarget.on(PodmanHost(remote))
         if engines & {"ctr", "k3s"}:
@@ -75,9 +77,11 @@ def open_source(address: str | None, connect: Connect) -> Source:
     """The engine an address names, to save images from: a Docker engine or Podman, by
     the rules of ``open_target`` (an archive is read by ``shipit load``; a containerd
     node is a target only)."""
-    from shipit.podman.target import SCHEME, PodmanSource
+    from shipit.podman.address import is_podman_address
 
-    if address is not None and address.startswith(SCHEME):
+    if address is not None and is_podman_address(address):
+        from shipit.podman.target import PodmanSource
+
         return PodmanSource.open(address, connect)
     from shipit.daemon.target import DockerSource
 
@@ -88,7 +92,7 @@ def open_source(address: str | None, connect: Connect) -> Source:
         if engines is None or "docker" in engines:
             return DockerSource.open(address, connect, session=remote.session)
         if "podman" in engines:
-            from shipit.podman.target import PodmanHost
+            from shipit.podman.target import PodmanHost, PodmanSource
 
             return PodmanSource(PodmanHost(remote))
         if not engines & {"ctr", "k3s"}:
@@ -112,11 +116,12 @@ def _ask_host(address: str | None, connect: Connect) -> tuple[RemoteHost | None,
     the host has (None: no shell answered, so the Docker engine's own channel will say
     why). Not an SSH destination: (None, None)."""
     from shipit.daemon.address import parse_address
-    from shipit.remote import RemoteHost
 
     where = parse_address(address)
     if where.ssh_host is None:
         return None, None
+    from shipit.remote import RemoteHost  # paramiko: only for an SSH destination
+
     remote = RemoteHost.open(
         where.ssh_host, connect, user=where.ssh_user, port=where.ssh_port, name=where.name
     )
@@ -135,3 +140,21 @@ def _is_archive_path(address: str) -> bool:
     if address.startswith("file:"):
         return True
     return "://" not in address and address.endswith((".tar", ".tar.gz", ".tar.zst", ".tgz"))
+
+
+def parse_user_host_port(spec: str) -> tuple[str | None, str, int | None]:
+    """Split ``[user@]host[:port]`` (IPv6 as ``[addr]:port``) as ProxyJump and ssh:// write it."""
+    user, _, hostport = spec.rpartition("@")
+    host, port = hostport, None
+    if hostport.startswith("["):
+        host, _, rest = hostport[1:].partition("]")
+        if rest.startswith(":"):
+            port = rest[1:]
+    elif hostport.count(":") == 1:
+        host, port = hostport.split(":")
+    if not host:
+        raise UsageError(f"ssh destination {spec!r}: no host")
+    try:
+        return user or None, host, int(port) if port else None
+    except ValueError:
+        raise UsageError(f"ssh destination {spec!r}: port {port!r} is not a number") from None

@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 from shipit.compression import Codec
 from shipit.platforms import Platform
 
+CONNECT_TIMEOUT = 10.0
+"""Seconds to connect to an engine or host: TCP, SSH handshake, authentication, the first
+API call. Not a limit on later transfers."""
+
 
 @dataclass(frozen=True)
 class Connect:

@@ -18,7 +18,7 @@ import paramiko
 
 from shipit import ssh
 from shipit.errors import ConnectionFailed, ShipitError
-from shipit.options import Connect
+from shipit.options import CONNECT_TIMEOUT, Connect
 
 #: Output kept from a command (its stdout and stderr each): enough for any listing
 #: shipit reads, bounded so a chatty command cannot fill memory.
@@ -64,7 +64,7 @@ class RemoteHost:
         user: str | None = None,
         port: int | None = None,
         name: str | None = None,
-        timeout: float = ssh.DEFAULT_TIMEOUT,
+        timeout: float = CONNECT_TIMEOUT,
     ) -> RemoteHost:
         resolved = ssh.resolve_host(
             host, user=user, port=port, config=ssh.load_config(connect.ssh_config)
@@ -87,7 +87,7 @@ class RemoteHost:
     ) -> Completed:
         """Like ``run``, for a command line already written for the remote shell."""
         try:
-            channel = self.session.transport.open_session(timeout=ssh.DEFAULT_TIMEOUT)
+            channel = self.session.transport.open_session(timeout=CONNECT_TIMEOUT)
             channel.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ConnectionFailed(f"running a command on {self.name}: {exc}") from exc
@@ -129,7 +129,7 @@ class RemoteHost:
         RemoteStream."""
         command = " ".join(shlex.quote(a) for a in argv)
         try:
-            channel = self.session.transport.open_session(timeout=ssh.DEFAULT_TIMEOUT)
+            channel = self.session.transport.open_session(timeout=CONNECT_TIMEOUT)
             channel.exec_command(command)
             channel.shutdown_write()
         except (paramiko.SSHException, OSError, EOFError) as exc:

@@ -28,13 +28,14 @@ import paramiko
 from paramiko.agent import AgentSSH
 from paramiko.auth_strategy import AuthStrategy
 
+from shipit.addresses import parse_user_host_port
 from shipit.errors import AuthenticationFailed, ConnectionFailed, HostKeyError, UsageError
+from shipit.options import CONNECT_TIMEOUT
 
 DEFAULT_CONFIG = "~/.ssh/config"
 DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
 DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
-DEFAULT_TIMEOUT = 10.0
 DIAL_STDIO = "docker system dial-stdio"
 SUDO_DIAL_STDIO = (
     'sudo -n "$(command -v docker)" ${DOCKER_HOST:+-H "$DOCKER_HOST"} system dial-stdio'
@@ -196,24 +197,6 @@ def resolve_host(
         )
         via = hop_resolved if n == 0 else replace(hop_resolved, via=via, proxy_command=None)
     return replace(host, via=via, proxy_command=None)
-
-
-def parse_user_host_port(spec: str) -> tuple[str | None, str, int | None]:
-    """Split ``[user@]host[:port]`` (IPv6 as ``[addr]:port``) as ProxyJump and ssh:// write it."""
-    user, _, hostport = spec.rpartition("@")
-    host, port = hostport, None
-    if hostport.startswith("["):
-        host, _, rest = hostport[1:].partition("]")
-        if rest.startswith(":"):
-            port = rest[1:]
-    elif hostport.count(":") == 1:
-        host, port = hostport.split(":")
-    if not host:
-        raise UsageError(f"ssh destination {spec!r}: no host")
-    try:
-        return user or None, host, int(port) if port else None
-    except ValueError:
-        raise UsageError(f"ssh destination {spec!r}: port {port!r} is not a number") from None
 
 
 # --- host keys --------------------------------------------------------------------------------
@@ -484,7 +467,7 @@ class SSHSession:
         """Run ``docker system dial-stdio`` remotely; its stdin/stdout is the engine's API."""
         command = command or self.dial_command
         try:
-            channel = self.transport.open_session(timeout=timeout or DEFAULT_TIMEOUT)
+            channel = self.transport.open_session(timeout=timeout or CONNECT_TIMEOUT)
             channel.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ConnectionFailed(
@@ -497,11 +480,11 @@ class SSHSession:
     def has_command(self, name: str, timeout: float | None = None) -> bool:
         """Whether ``name`` runs on the host (``command -v``, one short exec channel)."""
         try:
-            channel = self.transport.open_session(timeout=timeout or DEFAULT_TIMEOUT)
+            channel = self.transport.open_session(timeout=timeout or CONNECT_TIMEOUT)
             try:
-                channel.settimeout(timeout or DEFAULT_TIMEOUT)
+                channel.settimeout(timeout or CONNECT_TIMEOUT)
                 channel.exec_command(f"command -v {shlex.quote(name)} >/dev/null")
-                if not channel.status_event.wait(timeout or DEFAULT_TIMEOUT):
+                if not channel.status_event.wait(timeout or CONNECT_TIMEOUT):
                     return False
                 return channel.exit_status == 0
             finally:
@@ -577,7 +560,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def connect(
-    host: SSHHost, *, accept_new_host_key: bool = False, timeout: float = DEFAULT_TIMEOUT
+    host: SSHHost, *, accept_new_host_key: bool = False, timeout: float = CONNECT_TIMEOUT
 ) -> SSHSession:
     """Open an authenticated SSH session, through ProxyJump hops or a ProxyCommand if set."""
     timeout = host.connect_timeout or timeout

@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
+from shipit.addresses import parse_user_host_port
 from shipit.errors import UsageError
-from shipit.ssh import parse_user_host_port
 
 SCHEMES = ("ctr://", "containerd://")
 #: The kubelet's namespace: what a Kubernetes node runs images from.

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from shipit.addresses import parse_user_host_port
 from shipit.errors import Unsupported, UsageError
-from shipit.ssh import parse_user_host_port
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 DOCKER_URL_SCHEMES = ("unix://", "tcp://", "http://")

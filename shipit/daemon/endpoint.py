@@ -8,20 +8,15 @@ ssh config and known_hosts decide how to get there (see shipit.ssh).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
-import paramiko
 import requests
-import requests.adapters
-import urllib3
-import urllib3.connection
 from docker.constants import DEFAULT_DOCKER_API_VERSION, MINIMUM_DOCKER_API_VERSION
 from docker.transport import UnixHTTPAdapter
 from docker.utils import version_lt
 
-from shipit import ssh
 from shipit.daemon.address import Address, parse_address
 from shipit.errors import (
     ConnectionFailed,
@@ -31,6 +26,10 @@ from shipit.errors import (
     ShipitError,
     Unsupported,
 )
+from shipit.options import CONNECT_TIMEOUT
+
+if TYPE_CHECKING:
+    from shipit.ssh import SSHSession
 
 REQUEST_TIMEOUT = 60.0
 """Read timeout of ordinary API calls (info, inspect); streams use STREAM_TIMEOUT."""
@@ -40,59 +39,6 @@ STREAM_TIMEOUT = (600.0, None)
 give up if the engine stops taking our upload for 10 minutes. urllib3 applies the first
 number to sending the body, so it cannot be the short connect timeout."""
 
-SSH_POOL_SIZE = 4
-"""dial-stdio channels kept open per engine; sshd allows 10 sessions per connection."""
-
-
-class _DialStdioConnection(urllib3.connection.HTTPConnection):
-    def __init__(self, session: ssh.SSHSession, channel_timeout: float) -> None:
-        super().__init__("localhost")
-        self.session = session
-        self.channel_timeout = channel_timeout
-
-    def connect(self) -> None:
-        # Opening a channel is "connecting": bounded by the endpoint's connect timeout, not
-        # by the request's, which for streams is deliberately long.
-        self.sock = self.session.open_dial_stdio(timeout=self.channel_timeout)
-        self.sock.settimeout(self.timeout)
-
-    @property
-    def is_connected(self) -> bool:
-        # urllib3 would poll the socket's fileno(), which makes paramiko create a pipe per
-        # channel; the channel knows itself whether the far end is gone.
-        return isinstance(self.sock, ssh.DialStdio) and self.sock.is_open
-
-
-class _DialStdioPool(urllib3.HTTPConnectionPool):
-    def __init__(self, session: ssh.SSHSession, timeout: float) -> None:
-        super().__init__("localhost", maxsize=SSH_POOL_SIZE, block=False)
-        self.session = session
-        self.connect_timeout = timeout
-
-    def _new_conn(self) -> _DialStdioConnection:
-        return _DialStdioConnection(self.session, self.connect_timeout)
-
-
-class DialStdioAdapter(requests.adapters.HTTPAdapter):
-    """requests adapter whose connections are dial-stdio channels of one SSH session."""
-
-    def __init__(self, session: ssh.SSHSession, timeout: float) -> None:
-        super().__init__(max_retries=0)
-        self.pool = _DialStdioPool(session, timeout)
-
-    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
-        return self.pool
-
-    def get_connection(self, url, proxies=None):
-        return self.pool
-
-    def request_url(self, request, proxies):
-        return request.path_url  # no proxies between us and a channel
-
-    def close(self) -> None:
-        self.pool.close()
-        super().close()
-
 
 class Endpoint:
     """A Docker engine shipit talks to. Close it (or use ``with``) to drop channels and SSH."""
@@ -101,7 +47,7 @@ class Endpoint:
         self,
         name: str,
         api: docker.APIClient,
-        session: ssh.SSHSession | None = None,
+        session: SSHSession | None = None,
     ) -> None:
         self.name = name
         self.api = api
@@ -115,6 +61,8 @@ class Endpoint:
         """Bytes per second to the engine: measured over SSH, infinite for a unix socket
         (the engine is on this machine), None when unknown (TCP)."""
         if self.session is not None:
+            import paramiko
+
             try:
                 return self.session.measure_link()
             except (paramiko.SSHException, OSError, EOFError) as exc:
@@ -201,26 +149,14 @@ def _negotiate(endpoint: Endpoint, timeout: float) -> None:
     api._version = lower
 
 
-def _ssh_api(session: ssh.SSHSession, timeout: float) -> docker.APIClient:
-    api = docker.APIClient(
-        base_url="tcp://ssh.invalid:1", version=MINIMUM_DOCKER_API_VERSION, timeout=REQUEST_TIMEOUT
-    )
-    # The same URL prefix docker-py uses for its own ssh:// clients, so SDK helpers that
-    # look for the channel under a response (attach, logs) find ours.
-    api.mount("http+docker://ssh", DialStdioAdapter(session, timeout))
-    api._unmount("http://", "https://")
-    api.base_url = "http+docker://ssh"
-    return api
-
-
 def resolve_endpoint(
     target: str | None,
     *,
     ssh_config: str | os.PathLike[str] | None = None,
     accept_new_host_key: bool = False,
-    timeout: float = ssh.DEFAULT_TIMEOUT,
+    timeout: float = CONNECT_TIMEOUT,
     sudo: bool | None = None,
-    session: ssh.SSHSession | None = None,
+    session: SSHSession | None = None,
 ) -> Endpoint:
     """Connect to the engine ``target`` names (see shipit.daemon.address) and negotiate its API.
 
@@ -269,10 +205,13 @@ def _socket_denied(message: str) -> bool:
 def _through_sudo(endpoint: Endpoint, timeout: float) -> None:
     """From now on, every channel runs ``sudo -n docker system dial-stdio`` (a new client:
     the old one's pooled channels ran the plain command)."""
+    from shipit.daemon.channels import ssh_api
+    from shipit.ssh import SUDO_DIAL_STDIO
+
     assert endpoint.session is not None
-    endpoint.session.dial_command = ssh.SUDO_DIAL_STDIO
+    endpoint.session.dial_command = SUDO_DIAL_STDIO
     endpoint.api.close()
-    endpoint.api = _ssh_api(endpoint.session, timeout)
+    endpoint.api = ssh_api(endpoint.session, timeout)
     endpoint.sudo = True
 
 
@@ -281,7 +220,7 @@ def _connect(
     ssh_config: str | os.PathLike[str] | None,
     accept_new_host_key: bool,
     timeout: float,
-    session: ssh.SSHSession | None = None,
+    session: SSHSession | None = None,
 ) -> Endpoint:
     if where.url is not None:
         try:
@@ -291,6 +230,11 @@ def _connect(
         except docker.errors.DockerException as exc:
             raise ConnectionFailed(f"{where.name}: {exc}") from exc
         return Endpoint(where.name, api)
+    import paramiko
+
+    from shipit import ssh
+    from shipit.daemon.channels import ssh_api
+
     assert where.ssh_host is not None
     if session is None:
         host = ssh.resolve_host(
@@ -301,7 +245,7 @@ def _connect(
         )
         session = ssh.connect(host, accept_new_host_key=accept_new_host_key, timeout=timeout)
     try:
-        return Endpoint(where.name, _ssh_api(session, timeout), session)
+        return Endpoint(where.name, ssh_api(session, timeout), session)
     except (docker.errors.DockerException, paramiko.SSHException) as exc:
         session.close()
         raise ConnectionFailed(f"{where.name}: {exc}") from exc

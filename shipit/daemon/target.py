@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shipit.compression import Codec, compressed_chunks
 from shipit.daemon.delta import Delta, plan
@@ -29,7 +29,6 @@ from shipit.oci import normalize_ref, split_ref
 from shipit.options import Connect
 from shipit.pipeline import Result, Subscriber, subscriber_stream
 from shipit.progress import Progress
-from shipit.ssh import SSHSession
 from shipit.target import (
     Capabilities,
     Holdings,
@@ -39,6 +38,9 @@ from shipit.target import (
     SourceImage,
     TargetFacts,
 )
+
+if TYPE_CHECKING:
+    from shipit.ssh import SSHSession
 
 
 class DockerTarget:

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shipit.addresses import parse_user_host_port
 from shipit.archive.reader import BlobRecord
 from shipit.compression import Codec, compressed_chunks
 from shipit.errors import (
@@ -44,9 +45,9 @@ from shipit.oci import familiar_ref, normalize_ref, split_ref
 from shipit.options import Connect
 from shipit.pipeline import Result, Subscriber, subscriber_stream
 from shipit.platforms import Platform
+from shipit.podman.address import SCHEME
 from shipit.progress import Progress
 from shipit.remote import Completed, RemoteHost
-from shipit.ssh import parse_user_host_port
 from shipit.target import (
     Capabilities,
     Holdings,
@@ -57,7 +58,6 @@ from shipit.target import (
     TargetFacts,
 )
 
-SCHEME = "podman://"
 #: One shell line that says which engine CLIs a host has (a line each), after a marker
 #: (a key whose authorized_keys forces ``docker system dial-stdio`` prints no marker).
 _MARK = "shipit-engines:"

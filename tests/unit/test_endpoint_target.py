@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,27 @@ def test_tls_contexts_are_refused_rather_than_used_in_plain_text(env, tmp_path):
 def test_ssh_url_port_must_be_a_number(env):
     with pytest.raises(UsageError, match="port"):
         parse_address("ssh://h:twenty", env)
+
+
+def test_a_local_engine_loads_no_ssh_code(tmp_path):
+    """A ship from a local socket asks for its save before paramiko (about 0.15 s of
+    imports) is loaded: only an SSH destination loads it."""
+    script = f"""
+import sys
+from shipit.addresses import open_source
+from shipit.errors import ConnectionFailed
+from shipit.options import Connect
+try:
+    open_source("unix://{tmp_path}/no.sock", Connect())
+except ConnectionFailed as exc:
+    print("refused:", exc)
+print(sorted(m for m in ("paramiko", "shipit.ssh", "shipit.remote") if m in sys.modules))
+import paramiko, shipit.ssh  # and both still load when asked for
+print(paramiko.SSHClient.__name__)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    refused, loaded, client = done.stdout.splitlines()
+    assert refused.startswith("refused:") and "no.sock" in refused
+    assert loaded == "[]"
+    assert client == "SSHClient"

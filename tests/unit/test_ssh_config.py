@@ -14,6 +14,7 @@ import paramiko
 import pytest
 
 from shipit import ssh
+from shipit.addresses import parse_user_host_port
 from shipit.errors import HostKeyError, UsageError
 
 HOME = os.path.expanduser("~")
@@ -124,7 +125,7 @@ def test_proxycommand_tokens_are_expanded():
     ],
 )
 def test_parse_user_host_port(spec, parsed):
-    assert ssh.parse_user_host_port(spec) == parsed
+    assert parse_user_host_port(spec) == parsed
 
 
 def test_config_file_choice(tmp_path, monkeypatch):
