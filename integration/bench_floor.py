@@ -13,10 +13,12 @@ The same rig and source as integration/bench.py (the rig's d26, by socket):
             the by-hand procedure (save, each layer to zstd with the zstd CLI, digests
             rewritten, load) and `skopeo copy docker-daemon: docker-daemon:` (by socket)
   redeploy  bigbase:v2 (its 1 MiB app layer changed) onto a target holding bigbase:v1,
-            on loopback and at 100 Mbit/s, beside `docker save bigbase:v2 > /dev/null`
+            on loopback and at 100 Mbit/s, each ship right after a
+            `docker save bigbase:v2 > /dev/null` of its own
 
-A cold floor is the source's first byte, plus the bytes shipit sent at the link's rate,
-plus what the target did after the last byte (shipit's own phases); a second floor adds
+A cold floor is the source's first byte, plus the bytes shipit sent at the rate the link
+carries through SSH (measured in the same run; the nominal rate is shown beside it), plus
+what the target did after the last byte (shipit's own phases); a second floor adds
 the target's registering of the stage below that a staged load waits for (for one
 dominant layer, its registration: work the pipe's `docker load` does after its last
 byte). Each cold shipit run uses an empty cache: a machine that has not shipped the image
