@@ -153,14 +153,17 @@ class _HashBehind:
 
 class _Hashing(Reader):
     """Reader or writer that hashes and counts what passes through it; ``behind``: on a
-    thread of its own (close it when done)."""
+    thread of its own (use it in a ``with``, which ends the thread)."""
 
     def __init__(self, inner: Any, *, behind: bool = False) -> None:
         self.inner = inner
         self.hasher: Any = _HashBehind() if behind else hashlib.sha256()
         self.count = 0
 
-    def close(self) -> None:
+    def __enter__(self) -> _Hashing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         if isinstance(self.hasher, _HashBehind):
             self.hasher.close()
 
@@ -299,50 +302,42 @@ class LayerPolicy:
         head: bytes,
         body: Readable,
     ) -> BlobRecord:
-        raw = _Hashing(_Prefixed(head, body), behind=size >= HASH_BEHIND_FROM)
-        try:
-            return self._handle_hashed(on_blob, key, expected, size, head, raw)
-        finally:
-            raw.close()
-
-    def _handle_hashed(
-        self,
-        on_blob: OnBlob | None,
-        key: str,
-        expected: str | None,
-        size: int,
-        head: bytes,
-        raw: _Hashing,
-    ) -> BlobRecord:
-        kind = compression.detect(head)
-        unwanted = bool(expected and self.spool and self.skip(expected))
-        known = self.known(expected) if expected and self.spool and not unwanted else None
-        # Anonymous (unlinked at birth): gone when closed or when the process dies.
-        keep = self.spool and not unwanted and known is None
-        if keep:
-            room_to_spool(size)
-        spool = tempfile.TemporaryFile(dir=spool_dir()) if keep else None  # noqa: SIM115
-        codec = self._want(kind, head) if keep or not self.spool else None
-        plain_layer = kind == "none" and _is_tar(head)
-        if spool is not None and on_blob is not None and codec is None and expected and plain_layer:
-            return self._stream(on_blob, key, expected, size, head, raw, spool)
-        try:
-            record = _checked(self._process(key, kind, head, raw, spool, codec), size, expected)
-        except BaseException:
+        with _Hashing(_Prefixed(head, body), behind=size >= HASH_BEHIND_FROM) as raw:
+            kind = compression.detect(head)
+            unwanted = bool(expected and self.spool and self.skip(expected))
+            known = self.known(expected) if expected and self.spool and not unwanted else None
+            # Anonymous (unlinked at birth): gone when closed or when the process dies.
+            keep = self.spool and not unwanted and known is None
+            if keep:
+                room_to_spool(size)
+            spool = tempfile.TemporaryFile(dir=spool_dir()) if keep else None  # noqa: SIM115
+            codec = self._want(kind, head) if keep or not self.spool else None
+            plain_layer = kind == "none" and _is_tar(head)
+            if (
+                spool is not None
+                and on_blob is not None
+                and codec is None
+                and expected
+                and plain_layer
+            ):
+                return self._stream(on_blob, key, expected, size, head, raw, spool)
+            try:
+                record = _checked(self._process(key, kind, head, raw, spool, codec), size, expected)
+            except BaseException:
+                if spool is not None:
+                    spool.close()
+                raise
             if spool is not None:
+                spool.seek(0)
+            if known is not None:
+                record = known.record(record)
+            elif codec is not None and self.memo is not None:
+                self.memo.remember(codec, record)
+            if on_blob is not None:
+                on_blob(record, spool)
+            elif spool is not None:
                 spool.close()
-            raise
-        if spool is not None:
-            spool.seek(0)
-        if known is not None:
-            record = known.record(record)
-        elif codec is not None and self.memo is not None:
-            self.memo.remember(codec, record)
-        if on_blob is not None:
-            on_blob(record, spool)
-        elif spool is not None:
-            spool.close()
-        return record
+            return record
 
     def _stream(
         self,
