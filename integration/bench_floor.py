@@ -301,6 +301,11 @@ def _cell(row: dict | None) -> str:
     return _fmt(row["seconds"])
 
 
+def measured_rate(runs: dict, target: str) -> float | None:
+    """The link's rate to ``target`` as ``link_rate`` measured it in this run."""
+    return (runs.get(f"cold/{target}/link") or {}).get("bytes_per_second")
+
+
 def cold_floor(
     runs: dict, target: str, *, stages: bool = False, nominal: bool = False
 ) -> float | None:
@@ -319,7 +324,7 @@ def cold_floor(
     after = phases.get("target_after_last_byte", 0.0)
     if stages:
         after += phases.get("target_registering_stages", 0.0)
-    measured = (runs.get(f"cold/{target}/link") or {}).get("bytes_per_second")
+    measured = measured_rate(runs, target)
     rate = LINK_RATE if nominal or not measured else measured
     return first + summary["bytes_sent"] / rate + after
 
@@ -363,7 +368,7 @@ def render(res: dict[str, Any]) -> str:
             mb = f"{moved / 1e6:,.0f} MB" if moved else ""
             out.append(f"| {target} | `{title}` | {_cell(row)} | {mb} | {ratio} |")
         pipe = _s(runs.get(f"cold/{target}/pipe"))
-        rate = (runs.get(f"cold/{target}/link") or {}).get("bytes_per_second")
+        rate = measured_rate(runs, target)
         at = f"{rate / 1e6:.2f} MB/s measured through SSH" if rate else "100 Mbit/s"
         for stages, what in (
             (False, "target after the last byte"),
