@@ -43,11 +43,9 @@ for arg in "$@"; do
   esac
 done
 
-log() { printf 'check-debian13: %s\n' "$*" >&2; }
-die() {
-  printf 'check-debian13: error: %s\n' "$*" >&2
-  exit 1
-}
+ME=check-debian13
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [[ $EUID -eq 0 ]] || die "must run as root (debootstrap, mounts, chroot)"
 if [[ $(. /etc/os-release && echo "$VERSION_ID") == 13 ]]; then

@@ -40,32 +40,15 @@ SSH=$BENCH/ssh
 NODES_SSH=$RIG/nodes/ssh
 NODE_PORT=$(sed -n 's/^ListenAddress .*:\([0-9]*\)$/\1/p' "$NODES_SSH/sshd_config-c21" 2>/dev/null | head -n1)
 
-log() { echo "netns: $*" >&2; }
-die() {
-  echo "netns: $*" >&2
-  exit 1
-}
-
-# Stop the sshd whose pidfile is $1 and whose command line names config $2.
-stop_sshd() {
-  local pidfile=$1 conf=$2 pid i
-  [[ -f $pidfile ]] || return 0
-  pid=$(cat "$pidfile" 2>/dev/null || true)
-  if [[ $pid =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$conf"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pidfile"
-}
+ME=netns
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+DIE_TAG=""
 
 cmd_down() {
-  stop_sshd "$SSH/sshd-lo.pid" "$SSH/sshd-lo_config"
-  stop_sshd "$SSH/sshd-slow.pid" "$SSH/sshd-slow_config"
-  stop_sshd "$SSH/sshd-node.pid" "$SSH/sshd-node_config"
+  stop_pid "$SSH/sshd-lo.pid" "$SSH/sshd-lo_config" 5
+  stop_pid "$SSH/sshd-slow.pid" "$SSH/sshd-slow_config" 5
+  stop_pid "$SSH/sshd-node.pid" "$SSH/sshd-node_config" 5
   if ip netns list | grep -qw "^$NS"; then
     # Whatever still runs in the namespace was started by our sshd (sessions, docker CLIs).
     local pids

@@ -58,72 +58,9 @@ BASE_PATH=/usr/sbin:/usr/bin:/sbin:/bin
 SUDOERS=/etc/sudoers.d/shipit-nodes
 AUTH_KEYS=.ssh/authorized_keys.shipit-nodes-$BASE_PORT
 
-log() { printf 'nodes: %s\n' "$*" >&2; }
-die() {
-  printf 'nodes: error: %s\n' "$*" >&2
-  exit 1
-}
-
-# ---------------------------------------------------------------- helpers
-
-live_pid() {
-  local pidfile=$1 pattern=$2 pid
-  pid=$(cat "$pidfile" 2>/dev/null) || return 1
-  pid_matches "$pid" "$pattern" || return 1
-  echo "$pid"
-}
-
-pid_matches() {
-  [[ $1 =~ ^[0-9]+$ ]] || return 1
-  { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null | grep -qF -- "$2"
-}
-
-write_if_changed() {
-  local file=$1 content
-  content=$(printf '%s' "$2")
-  if [[ -f $file ]] && [[ "$(<"$file")" == "$content" ]]; then
-    return 1
-  fi
-  printf '%s\n' "$content" >"$file.tmp"
-  mv -f "$file.tmp" "$file"
-}
-
-json_str() {
-  local s=$1
-  s=${s//\\/\\\\}
-  s=${s//\"/\\\"}
-  printf '"%s"' "$s"
-}
-
-stop_pid() {
-  local pidfile=$1 pattern=$2 timeout=${3:-30} pid i
-  if pid=$(live_pid "$pidfile" "$pattern"); then
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < timeout * 10; i++)); do
-      pid_matches "$pid" "$pattern" || break
-      sleep 0.1
-    done
-    if pid_matches "$pid" "$pattern"; then
-      log "pid $pid ($pattern) ignored SIGTERM for ${timeout}s; killing it"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  rm -f "$pidfile"
-}
-
-# spawn LOG CMD...: a daemon in its own session, no inherited fds but 0-2.
-spawn() {
-  local log=$1
-  shift
-  (
-    local fd
-    for fd in /proc/"$BASHPID"/fd/*; do
-      fd=${fd##*/}
-      if ((fd > 2)); then eval "exec $fd>&-"; fi
-    done
-    exec setsid "$@" </dev/null >>"$log" 2>&1
-  ) &
-}
+ME=nodes
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 check_platform() {
   if [[ $EUID -ne 0 ]]; then
@@ -149,12 +86,6 @@ check_platform() {
 
 # $1 if rig.sh (or an earlier run) unpacked a containerd there, else nothing.
 unpacked() { if [[ -f $1/.complete && -x $1/usr/bin/containerd ]]; then echo "$1"; fi; }
-
-take_lock() {
-  mkdir -p "$NODES"
-  exec 9>"$NODES/.lock"
-  flock -w 900 9 || die "another nodes.sh holds $NODES/.lock for 15 minutes"
-}
 
 node_dir() { echo "$NODES/$1"; }
 node_prefix() {
@@ -217,33 +148,6 @@ ensure_packages() {
   [[ $rc == 0 ]] || die "apt-get install ${missing[*]} failed"
 }
 
-debian_mirror() {
-  local f uri=""
-  shopt -s nullglob
-  for f in /etc/apt/sources.list.d/*.sources; do
-    uri=$(awk -v want="$CODENAME" 'BEGIN { RS = ""; FS = "\n" }
-      { uris = ""; suites = ""
-        for (i = 1; i <= NF; i++) {
-          if ($i ~ /^URIs:/)   { sub(/^URIs:[ \t]*/, "", $i); uris = $i }
-          if ($i ~ /^Suites:/) { sub(/^Suites:[ \t]*/, "", $i); suites = " " $i " " }
-        }
-        if (index(suites, " " want " ") && uris != "") { split(uris, u, " "); print u[1]; exit }
-      }' "$f")
-    if [[ -n $uri ]]; then break; fi
-  done
-  if [[ -z $uri ]]; then
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-      [[ -r $f ]] || continue
-      uri=$(awk -v want="$CODENAME" '$1 == "deb" { i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
-                   if ($(i + 1) == want) { print $i; exit } }' "$f")
-      if [[ -n $uri ]]; then break; fi
-    done
-  fi
-  shopt -u nullglob
-  [[ -n $uri ]] || die "cannot find the Debian $CODENAME mirror in /etc/apt sources"
-  echo "${uri%/}"
-}
-
 # fetch_containerd SUITE DEST: Debian SUITE's containerd package unpacked into
 # DEST (dpkg -x), not installed. The apt source for SUITE is pinned at 50, so
 # nothing on the system is ever upgraded from it. rig.sh writes the same files
@@ -266,7 +170,7 @@ fetch_containerd() {
   if [[ ! -f $sources ]]; then
     printf '%s\n' "# Added by shipit integration/nodes.sh to download containerd debs from $suite." \
       "# Pinned to 50 in $prefs: no installed package is upgraded from here." \
-      "Types: deb" "URIs: $(debian_mirror)" "Suites: $suite" "Components: main" \
+      "Types: deb" "URIs: $(debian_mirror "$CODENAME")" "Suites: $suite" "Components: main" \
       "Signed-By: $keyring" >"$sources"
   fi
   if [[ ! -f $prefs ]]; then
@@ -438,19 +342,6 @@ rig-node-sudo ALL=(root) NOPASSWD: $(node_ctr c17), $(node_ctr c21), $(node_dir 
 
 # ---------------------------------------------------------------- ssh
 
-ensure_ssh_keys() {
-  mkdir -p "$SSH"
-  chmod 755 "$SSH"
-  local t
-  for t in ed25519 rsa; do
-    [[ -s $SSH/ssh_host_${t}_key ]] ||
-      ssh-keygen -q -t "$t" -N '' -C "shipit-nodes-host" -f "$SSH/ssh_host_${t}_key"
-  done
-  [[ -s $SSH/id_ed25519 ]] ||
-    ssh-keygen -q -t ed25519 -N '' -C "shipit-nodes-client" -f "$SSH/id_ed25519"
-  chmod 600 "$SSH"/ssh_host_*_key "$SSH/id_ed25519"
-}
-
 ensure_sshd() {
   local n=$1 port conf pidfile bin sock allow
   port=$(node_port "$n")
@@ -588,10 +479,10 @@ write_nodes_json() {
 cmd_up() {
   [[ $# -eq 0 ]] || die "up: unknown argument $1"
   check_platform
-  take_lock
+  take_lock "$NODES"
   ensure_packages
   ensure_binaries
-  ensure_ssh_keys
+  ensure_ssh_keys "$SSH" shipit-nodes
   ensure_users
   write_k3s_wrapper
   local n
@@ -623,7 +514,7 @@ cmd_down() {
     exit 3
   fi
   [[ -d $NODES ]] || return 0
-  take_lock
+  take_lock "$NODES"
   local n d
   for n in "${NODE_NAMES[@]}"; do
     stop_pid "$SSH/sshd-$n.pid" "$SSH/sshd_config-$n" 10

@@ -31,29 +31,11 @@ NONE=rig-podman-none
 USERS=("$ROOTFUL" "$ROOTLESS" "$NONE")
 SUDOERS=/etc/sudoers.d/shipit-rig-podman
 
-log() { printf 'podman: %s\n' "$*" >&2; }
-die() {
-  printf 'podman: error: %s\n' "$*" >&2
-  exit 1
-}
+ME=podman
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [[ $(id -u) == 0 ]] || die "run as root"
-
-live_pid() {
-  local pid
-  [[ -s $1 ]] || return 1
-  pid=$(<"$1")
-  [[ -r /proc/$pid/cmdline ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$2" || return 1
-  echo "$pid"
-}
-
-write_if_changed() { # path content: returns 0 if it wrote
-  if [[ -f $1 ]] && [[ "$(cat "$1")" == "$2" ]]; then return 1; fi
-  printf '%s\n' "$2" >"$1"
-}
-
-json_str() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
 
 ensure_packages() {
   local missing=() p i
@@ -71,19 +53,6 @@ ensure_packages() {
     sleep 5
   done
   die "apt-get install ${missing[*]} failed: $(tail -n 1 "$PM/apt.log")"
-}
-
-ensure_keys() {
-  mkdir -p "$SSH"
-  chmod 755 "$PM" "$SSH"
-  local t
-  for t in ed25519 rsa; do
-    [[ -s $SSH/ssh_host_${t}_key ]] ||
-      ssh-keygen -q -t "$t" -N '' -C shipit-podman-host -f "$SSH/ssh_host_${t}_key"
-  done
-  [[ -s $SSH/id_ed25519 ]] ||
-    ssh-keygen -q -t ed25519 -N '' -C shipit-podman-client -f "$SSH/id_ed25519"
-  chmod 600 "$SSH"/ssh_host_*_key "$SSH/id_ed25519"
 }
 
 ensure_bins() {
@@ -254,8 +223,9 @@ write_json() {
 
 cmd_up() {
   mkdir -p "$PM"
+  chmod 755 "$PM"
   ensure_packages
-  ensure_keys
+  ensure_ssh_keys "$SSH" shipit-podman
   ensure_bins
   ensure_users
   ensure_sshd

@@ -52,49 +52,11 @@ BASE_PATH=/usr/sbin:/usr/bin:/sbin:/bin
 # Output of apt-get and dpkg goes here; it is shown when they fail.
 APT_LOG=$RIG/apt.log
 
-log() { printf 'rig: %s\n' "$*" >&2; }
-die() {
-  printf 'rig: error: %s\n' "$*" >&2
-  exit 1
-}
+ME=rig
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---------------------------------------------------------------- helpers
-
-# Print the PID in pidfile $1 if that process is alive and its command line
-# contains $2 (guards against a stale pidfile whose PID got reused).
-live_pid() {
-  local pidfile=$1 pattern=$2 pid
-  # (The daemon may delete its pidfile at any moment while exiting.)
-  pid=$(cat "$pidfile" 2>/dev/null) || return 1
-  pid_matches "$pid" "$pattern" || return 1
-  echo "$pid"
-}
-
-# Is process $1 alive with $2 in its command line? A zombie has an empty
-# cmdline, so it counts as dead.
-pid_matches() {
-  [[ $1 =~ ^[0-9]+$ ]] || return 1
-  { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null | grep -qF -- "$2"
-}
-
-# Write $2 to file $1 only if the content differs; exit status 0 if changed.
-write_if_changed() {
-  local file=$1 content
-  # Compare without trailing newlines, as $(<file) strips them.
-  content=$(printf '%s' "$2")
-  if [[ -f $file ]] && [[ "$(<"$file")" == "$content" ]]; then
-    return 1
-  fi
-  printf '%s\n' "$content" >"$file.tmp"
-  mv -f "$file.tmp" "$file"
-}
-
-json_str() {
-  local s=$1
-  s=${s//\\/\\\\}
-  s=${s//\"/\\\"}
-  printf '"%s"' "$s"
-}
 
 engine_dir() { echo "$RIG/$1"; }
 engine_sock() { echo "$RIG/$1/docker.sock"; }
@@ -170,30 +132,6 @@ engine_path() {
   fi
 }
 
-# Stop the process in pidfile $1 (if alive and matching $2): TERM, wait up to
-# $3 seconds, then KILL. Removes the pidfile.
-stop_pid() {
-  local pidfile=$1 pattern=$2 timeout=${3:-30} pid i
-  if pid=$(live_pid "$pidfile" "$pattern"); then
-    kill -TERM "$pid" 2>/dev/null || true
-    # Watch the PID itself, not the pidfile, which dockerd deletes itself
-    # while shutting down.
-    for ((i = 0; i < timeout * 10; i++)); do
-      pid_matches "$pid" "$pattern" || break
-      sleep 0.1
-    done
-    if pid_matches "$pid" "$pattern"; then
-      log "pid $pid ($pattern) ignored SIGTERM for ${timeout}s; killing it"
-      kill -KILL "$pid" 2>/dev/null || true
-      for ((i = 0; i < 50; i++)); do
-        pid_matches "$pid" "$pattern" || break
-        sleep 0.1
-      done
-    fi
-  fi
-  rm -f "$pidfile"
-}
-
 # ---------------------------------------------------------------- checks
 
 check_platform() {
@@ -213,33 +151,6 @@ check_platform() {
     exit 3
   fi
   plan_release "$version_id"
-}
-
-# Serialize concurrent rig.sh runs (several test sessions may call `up`).
-# Daemons must not inherit fd 9 (see spawn), or they would hold the lock.
-take_lock() {
-  mkdir -p "$RIG"
-  exec 9>"$RIG/.lock"
-  flock -w 900 9 || die "another rig.sh holds $RIG/.lock for 15 minutes"
-}
-
-# spawn LOG CMD...: start a daemon in the background, in its own session (so it
-# outlives this script's process group), stdin from /dev/null, output to LOG,
-# and with no other inherited fds: an inherited lock fd would keep the rig lock
-# held forever, an inherited pipe would keep a caller like `rig.sh up | tee`
-# waiting. setsid is not a group leader here, so it execs without forking and
-# $! is the daemon's PID.
-spawn() {
-  local log=$1
-  shift
-  (
-    local fd
-    for fd in /proc/"$BASHPID"/fd/*; do
-      fd=${fd##*/}
-      if ((fd > 2)); then eval "exec $fd>&-"; fi
-    done
-    exec setsid "$@" </dev/null >>"$log" 2>&1
-  ) &
 }
 
 # ---------------------------------------------------------------- packages
@@ -339,37 +250,6 @@ ensure_packages() {
   disable_new_units "$units"
 }
 
-# The Debian mirror this machine already uses for its own release (from its
-# apt sources), so the other suites' sources point at the same place.
-debian_mirror() {
-  local f uri=""
-  shopt -s nullglob
-  for f in /etc/apt/sources.list.d/*.sources; do
-    # deb822 stanzas are separated by blank lines; pick one whose Suites
-    # include plain $CODENAME and take its first URI.
-    uri=$(awk -v want="$CODENAME" 'BEGIN { RS = ""; FS = "\n" }
-      { uris = ""; suites = ""
-        for (i = 1; i <= NF; i++) {
-          if ($i ~ /^URIs:/)   { sub(/^URIs:[ \t]*/, "", $i); uris = $i }
-          if ($i ~ /^Suites:/) { sub(/^Suites:[ \t]*/, "", $i); suites = " " $i " " }
-        }
-        if (index(suites, " " want " ") && uris != "") { split(uris, u, " "); print u[1]; exit }
-      }' "$f")
-    if [[ -n $uri ]]; then break; fi
-  done
-  if [[ -z $uri ]]; then
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-      [[ -r $f ]] || continue
-      uri=$(awk -v want="$CODENAME" '$1 == "deb" { i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
-                   if ($(i + 1) == want) { print $i; exit } }' "$f")
-      if [[ -n $uri ]]; then break; fi
-    done
-  fi
-  shopt -u nullglob
-  [[ -n $uri ]] || die "cannot find the Debian $CODENAME mirror in /etc/apt sources"
-  echo "${uri%/}"
-}
-
 # What is unpacked from SUITE: an engine's docker.io + containerd, and from
 # sid also the archive writers crane (go-containerregistry) and docker-buildx.
 suite_packages() {
@@ -401,7 +281,7 @@ ensure_suite() {
   local sources=/etc/apt/sources.list.d/shipit-$suite.sources
   local prefs=/etc/apt/preferences.d/shipit-$suite
   local keyring=/usr/share/keyrings/debian-archive-keyring.gpg mirror
-  mirror=$(debian_mirror)
+  mirror=$(debian_mirror "$CODENAME")
   write_if_changed "$sources" "# Added by shipit integration/rig.sh to download Docker debs from $suite.
 # Pinned to 50 in $prefs: no installed package is upgraded from here.
 Types: deb
@@ -824,19 +704,6 @@ rig-sudo ALL=(root) NOPASSWD: /usr/bin/docker"
   fi
 }
 
-ensure_ssh_keys() {
-  mkdir -p "$SSH"
-  chmod 755 "$SSH"
-  local t
-  for t in ed25519 rsa; do
-    [[ -s $SSH/ssh_host_${t}_key ]] ||
-      ssh-keygen -q -t "$t" -N '' -C "shipit-rig-host" -f "$SSH/ssh_host_${t}_key"
-  done
-  [[ -s $SSH/id_ed25519 ]] ||
-    ssh-keygen -q -t ed25519 -N '' -C "shipit-rig-client" -f "$SSH/id_ed25519"
-  chmod 600 "$SSH"/ssh_host_*_key "$SSH/id_ed25519"
-}
-
 ensure_sshd() {
   local e conf=$SSH/sshd_config
   local cfg="# sshd for the shipit rig (written by integration/rig.sh)
@@ -1030,7 +897,7 @@ cmd_up() {
   done
   [[ ${SHIPIT_RIG_REBUILD:-0} == 1 ]] && REBUILD=1
   check_platform
-  take_lock
+  take_lock "$RIG"
   mkdir -p "$CACHE" "$DOCKER_CONFIG"
   chmod 755 "$RIG"
 
@@ -1038,7 +905,7 @@ cmd_up() {
   ensure_suites
   ensure_tools
 
-  ensure_ssh_keys
+  ensure_ssh_keys "$SSH" shipit-rig
   ensure_users # needs the client public key
 
   for e in "${ENGINES[@]}"; do
@@ -1080,7 +947,7 @@ cmd_down() {
     exit 3
   fi
   [[ -d $RIG ]] || return 0
-  take_lock
+  take_lock "$RIG"
   local side=()
   [[ $purge == 1 ]] && side=(--purge)
   bash "$HERE/nodes.sh" down "${side[@]}"
