@@ -168,9 +168,11 @@ fetch_containerd() {
       die "debian-archive-keyring has no keys for Debian 13 and later"
   fi
   if [[ ! -f $sources ]]; then
+    local mirror # apart from printf, so that a mirror not found stops the script (set -e)
+    mirror=$(debian_mirror "$CODENAME")
     printf '%s\n' "# Added by shipit integration/nodes.sh to download containerd debs from $suite." \
       "# Pinned to 50 in $prefs: no installed package is upgraded from here." \
-      "Types: deb" "URIs: $(debian_mirror "$CODENAME")" "Suites: $suite" "Components: main" \
+      "Types: deb" "URIs: $mirror" "Suites: $suite" "Components: main" \
       "Signed-By: $keyring" >"$sources"
   fi
   if [[ ! -f $prefs ]]; then
