@@ -7,6 +7,7 @@ on stderr and the error's exit code. A traceback in front of a user is a bug.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -101,6 +102,9 @@ def run(args: list[str], prog_name: str = "shipit") -> None:
     from shipit.cli.compose import bare_compose
 
     _register_commands()
+    # What is loaded by now lives until exit: the collector need not walk it again, in
+    # a run nor at exit (40 ms of every command's end).
+    gc.freeze()
     args = _default_to_ship(bare_compose(args))
     if os.environ.get("_SHIPIT_COMPLETE"):  # a shell asks for completions
         implicit_ship(os.environ, COMMANDS, ROOT_OPTIONS)

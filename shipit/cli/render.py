@@ -12,15 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
 
 from shipit.api import Connect, Report, ShipOptions
 from shipit.compression import Codec
@@ -148,6 +139,17 @@ def progress_bar(label: str, total: int | None, quiet: bool) -> Iterator[Events 
         with plain_progress(label, total) as events:
             yield events
         return
+    # Here, not at the top: a ship asks for its save sooner without rich loaded first.
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
     console = Console(stderr=True)
     bar = Progress(
         TextColumn("[bold]{task.description}"),
