@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import paramiko
 
 from shipit import ssh
+from shipit.closable import Closable
 from shipit.errors import ConnectionFailed, ShipitError
 from shipit.options import CONNECT_TIMEOUT, Connect
 
@@ -48,7 +49,7 @@ class Completed:
         return err[-1].strip() if err else f"`{self.command}` exited {self.status}"
 
 
-class RemoteHost:
+class RemoteHost(Closable):
     """An authenticated SSH session to one host; each command is one exec channel."""
 
     def __init__(self, name: str, session: ssh.SSHSession) -> None:
@@ -141,12 +142,6 @@ class RemoteHost:
 
     def close(self) -> None:
         self.session.close()
-
-    def __enter__(self) -> RemoteHost:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class RemoteStream(Iterator[bytes]):

@@ -29,6 +29,7 @@ from paramiko.agent import AgentSSH
 from paramiko.auth_strategy import AuthStrategy
 
 from shipit.addresses import parse_user_host_port
+from shipit.closable import Closable
 from shipit.errors import AuthenticationFailed, ConnectionFailed, HostKeyError, UsageError
 from shipit.options import CONNECT_TIMEOUT
 
@@ -443,7 +444,7 @@ class DialStdio:
             self.channel.close()  # sends a close message: fails when the link is gone
 
 
-class SSHSession:
+class SSHSession(Closable):
     """An authenticated SSH transport to one host; opens as many exec channels as needed."""
 
     def __init__(self, host: SSHHost, client: paramiko.SSHClient, jump: SSHSession | None):
@@ -539,12 +540,6 @@ class SSHSession:
         self.client.close()
         if self.jump:
             self.jump.close()
-
-    def __enter__(self) -> SSHSession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _reason(exc: BaseException) -> str:

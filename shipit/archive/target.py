@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from shipit.closable import Closable
 from shipit.errors import ShipitError
 from shipit.pipeline import Result, Subscriber, subscriber_stream
 from shipit.progress import Progress
@@ -42,7 +43,7 @@ ARCHIVE = Capabilities(
 )
 
 
-class ArchiveTarget:
+class ArchiveTarget(Closable):
     """An archive file (``-``: stdout)."""
 
     def __init__(self, path: str) -> None:
@@ -126,12 +127,6 @@ class ArchiveTarget:
 
     def close(self) -> None:
         pass
-
-    def __enter__(self) -> ArchiveTarget:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _write_all(out: Any, chunks: Iterable[bytes]) -> int:

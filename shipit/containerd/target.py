@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shipit.archive.reader import BlobRecord
+from shipit.closable import Closable
 from shipit.compression import Codec
 from shipit.containerd.address import (
     DEFAULT_NAMESPACE,
@@ -307,7 +308,7 @@ def access_error(name: str, facts: NodeFacts) -> ShipitError:
 # The target ------------------------------------------------------------------------
 
 
-class ContainerdTarget:
+class ContainerdTarget(Closable):
     """A containerd namespace on a host, over SSH, probed once when opened."""
 
     def __init__(
@@ -551,12 +552,6 @@ class ContainerdTarget:
 
     def close(self) -> None:
         self.host.close()
-
-    def __enter__(self) -> ContainerdTarget:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"ContainerdTarget({self._name!r})"

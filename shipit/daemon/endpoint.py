@@ -18,6 +18,7 @@ from docker.constants import DEFAULT_DOCKER_API_VERSION, MINIMUM_DOCKER_API_VERS
 from docker.transport import UnixHTTPAdapter
 from docker.utils import version_lt
 
+from shipit.closable import Closable
 from shipit.daemon.address import Address, parse_address
 from shipit.errors import (
     ConnectionFailed,
@@ -41,7 +42,7 @@ give up if the engine stops taking our upload for 10 minutes. urllib3 applies th
 number to sending the body, so it cannot be the short connect timeout."""
 
 
-class Endpoint:
+class Endpoint(Closable):
     """A Docker engine shipit talks to. Close it (or use ``with``) to drop channels and SSH."""
 
     def __init__(
@@ -94,12 +95,6 @@ class Endpoint:
         self.api.close()
         if self.session:
             self.session.close()
-
-    def __enter__(self) -> Endpoint:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"Endpoint({self.name!r})"

@@ -10,6 +10,7 @@ from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from shipit.closable import Closable
 from shipit.compression import Codec, compressed_chunks
 from shipit.daemon.delta import Delta, plan
 from shipit.daemon.endpoint import Endpoint, resolve_endpoint
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from shipit.ssh import SSHSession
 
 
-class DockerTarget:
+class DockerTarget(Closable):
     """A Docker engine, local or over SSH, probed once when opened."""
 
     def __init__(self, endpoint: Endpoint, info: EngineInfo) -> None:
@@ -250,12 +251,6 @@ class DockerTarget:
     def close(self) -> None:
         self.endpoint.close()
 
-    def __enter__(self) -> DockerTarget:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"DockerTarget({self.name!r})"
 
@@ -305,7 +300,7 @@ def _then_announce(
         progress.stage(f"{name}: the engine is registering the image")
 
 
-class DockerSource:
+class DockerSource(Closable):
     """A Docker engine to save images from."""
 
     def __init__(self, endpoint: Endpoint) -> None:
@@ -352,12 +347,6 @@ class DockerSource:
 
     def close(self) -> None:
         self.endpoint.close()
-
-    def __enter__(self) -> DockerSource:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 __all__ = ["Delta", "DockerSource", "DockerTarget"]

@@ -31,6 +31,7 @@ from typing import Any
 
 from shipit.addresses import parse_user_host_port
 from shipit.archive.reader import BlobRecord
+from shipit.closable import Closable
 from shipit.compression import Codec, compressed_chunks
 from shipit.errors import (
     EngineError,
@@ -304,7 +305,7 @@ class PodmanHoldings:
         return True  # a layer gone meanwhile fails the load itself (then it goes whole)
 
 
-class PodmanTarget:
+class PodmanTarget(Closable):
     """Podman on a host over SSH, asked ``podman info`` once when opened."""
 
     def __init__(self, host: PodmanHost, info: PodmanInfo) -> None:
@@ -468,17 +469,11 @@ class PodmanTarget:
     def close(self) -> None:
         self.host.close()
 
-    def __enter__(self) -> PodmanTarget:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"PodmanTarget({self.name!r})"
 
 
-class PodmanSource:
+class PodmanSource(Closable):
     """Podman on a host over SSH to save images from (``podman save`` of a
     docker-archive, streamed)."""
 
@@ -517,12 +512,6 @@ class PodmanSource:
 
     def close(self) -> None:
         self.host.close()
-
-    def __enter__(self) -> PodmanSource:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 __all__ = [
