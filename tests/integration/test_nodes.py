@@ -109,6 +109,35 @@ def ship_json(*args: object) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
+def _load_and_ship_to_every_node(rig: dict, nodes: dict, archive: Path, *options: str) -> str:
+    """Load ``archive`` (of MULTI) into d26c, whose containerd store keeps its index as it
+    is, then ship MULTI from there to every node at once, with ``options`` both times.
+    Returns the reference the nodes hold it by."""
+    remove(rig, "d26c", MULTI)
+    loaded = shipit("load", archive, "--to", socket(rig, "d26c"), *options)
+    assert loaded.returncode == 0, loaded.stderr
+    full = f"docker.io/library/{MULTI}"
+    for node in NODES:
+        clear(nodes, node, full)
+    done = ship_json(
+        MULTI,
+        "--from",
+        socket(rig, "d26c"),
+        *(a for node in NODES for a in ("--to", alias(nodes, node))),
+        *options,
+        "--ssh-config",
+        nodes["ssh"]["config"],
+    )
+    assert all(t["ok"] for t in done["targets"]), done
+    return full
+
+
+def _listed(nodes: dict, node: str, ref: str) -> str:
+    """The line `ctr images ls` shows for ``ref`` on ``node``."""
+    listing = ctr(nodes, node, "images", "ls")
+    return next(x for x in listing.splitlines() if x.startswith(ref + " "))
+
+
 @pytest.mark.parametrize("engine", ["d20", "d26", "d26c"])
 def test_ship_from_each_engine_lands_on_both_nodes(rig, nodes, tmp_path, engine):
     """The rosie pair and the multi-layer image, from each engine to both containerd
@@ -150,25 +179,10 @@ def test_an_index_with_an_absent_platform_and_attestations_lands(rig, nodes, tmp
             attest=True,
         )
     )
-    remove(rig, "d26c", MULTI)
-    loaded = shipit("load", partial, "--to", socket(rig, "d26c"))
-    assert loaded.returncode == 0, loaded.stderr
-    full = f"docker.io/library/{MULTI}"
-    for node in NODES:
-        clear(nodes, node, full)
-    done = ship_json(
-        MULTI,
-        "--from",
-        socket(rig, "d26c"),
-        *(a for node in NODES for a in ("--to", alias(nodes, node))),
-        "--ssh-config",
-        nodes["ssh"]["config"],
-    )
-    assert all(t["ok"] for t in done["targets"]), done
+    full = _load_and_ship_to_every_node(rig, nodes, partial)
     for node in NODES:
         assert full in refs(nodes, node)
-        listing = ctr(nodes, node, "images", "ls")
-        line = next(x for x in listing.splitlines() if x.startswith(full + " "))
+        line = _listed(nodes, node, full)
         assert "linux/amd64" in line and "arm64" not in line, line
         assert "Hello, World!" in run(nodes, node, full)
         exported(nodes, node, full, tmp_path)
@@ -357,26 +371,10 @@ def test_two_platforms_land_whole_and_the_nodes_one_is_unpacked(rig, nodes, tmp_
     service cannot unpack an all-platform import, so there ctr imports it itself."""
     complete = tmp_path / "complete.tar"
     complete.write_bytes(multi_platform_archive([MULTI], multi_images()))
-    remove(rig, "d26c", MULTI)
     both = ("--platform", "linux/amd64", "--platform", "linux/arm64")
-    loaded = shipit("load", complete, "--to", socket(rig, "d26c"), *both)
-    assert loaded.returncode == 0, loaded.stderr
-    full = f"docker.io/library/{MULTI}"
+    full = _load_and_ship_to_every_node(rig, nodes, complete, *both)
     for node in NODES:
-        clear(nodes, node, full)
-    done = ship_json(
-        MULTI,
-        "--from",
-        socket(rig, "d26c"),
-        *(a for node in NODES for a in ("--to", alias(nodes, node))),
-        *both,
-        "--ssh-config",
-        nodes["ssh"]["config"],
-    )
-    assert all(t["ok"] for t in done["targets"]), done
-    for node in NODES:
-        listing = ctr(nodes, node, "images", "ls")
-        line = next(x for x in listing.splitlines() if x.startswith(full + " "))
+        line = _listed(nodes, node, full)
         assert "linux/amd64" in line and "linux/arm64" in line, line
         assert "Hello, World!" in run(nodes, node, full)
         out = tmp_path / f"{node}-all.tar"
