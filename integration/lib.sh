@@ -185,3 +185,35 @@ ensure_ssh_keys() {
     ssh-keygen -q -t ed25519 -N '' -C "$name-client" -f "$dir/id_ed25519"
   chmod 600 "$dir"/ssh_host_*_key "$dir/id_ed25519"
 }
+
+# run_sshd CONF PIDFILE LOG CHANGED WHERE [PREFIX]: the sshd of config CONF (PidFile
+# PIDFILE, log LOG) running: reloaded when CHANGED is 1 (CONF was just rewritten),
+# started when it is not running; returns once its PidFile names a live sshd. WHERE
+# (host:port) and PREFIX ("c17: ") are for the messages.
+run_sshd() {
+  local conf=$1 pidfile=$2 log_file=$3 changed=$4 where=$5 pre=${6:-} pid i
+  mkdir -p /run/sshd
+  chmod 755 /run/sshd
+  /usr/sbin/sshd -t -f "$conf" || die "${pre}sshd rejects $conf"
+  if pid=$(live_pid "$pidfile" "$conf"); then
+    if [[ $changed == 1 ]]; then
+      log "${pre}sshd: config changed, reloading"
+      kill -HUP "$pid"
+      sleep 0.5
+    fi
+  else
+    log "${pre}starting sshd on $where"
+    rm -f "$pidfile"
+    # sshd daemonizes itself and writes the PidFile. Daemons must not inherit fd 9 (the
+    # lock, see take_lock).
+    /usr/sbin/sshd -f "$conf" -E "$log_file" 9>&- </dev/null ||
+      die "${pre}sshd failed to start; last log lines:
+$(tail -n 20 "$log_file")"
+  fi
+  for ((i = 0; i < 100; i++)); do
+    live_pid "$pidfile" "$conf" >/dev/null && return 0
+    sleep 0.1
+  done
+  die "${pre}sshd did not come up; last log lines:
+$(tail -n 20 "$log_file")"
+}

@@ -375,31 +375,9 @@ Match User rig-node,rig-node-sudo,rig-node-none
 Match User rig-node-k3s
   SetEnv PATH=$NODES/k3s-bin:$bin
 "
-  local changed=0 pid
+  local changed=0
   write_if_changed "$conf" "$cfg" && changed=1
-  mkdir -p /run/sshd
-  chmod 755 /run/sshd
-  /usr/sbin/sshd -t -f "$conf" || die "sshd rejects $conf"
-  if pid=$(live_pid "$pidfile" "$conf"); then
-    if [[ $changed == 1 ]]; then
-      log "$n: sshd config changed, reloading"
-      kill -HUP "$pid"
-      sleep 0.5
-    fi
-  else
-    log "$n: starting sshd on $SSH_HOST:$port"
-    rm -f "$pidfile"
-    /usr/sbin/sshd -f "$conf" -E "$SSH/sshd-$n.log" 9>&- </dev/null ||
-      die "$n: sshd failed to start; last log lines:
-$(tail -n 20 "$SSH/sshd-$n.log")"
-  fi
-  local i
-  for ((i = 0; i < 100; i++)); do
-    live_pid "$pidfile" "$conf" >/dev/null && return 0
-    sleep 0.1
-  done
-  die "$n: sshd did not come up; last log lines:
-$(tail -n 20 "$SSH/sshd-$n.log")"
+  run_sshd "$conf" "$pidfile" "$SSH/sshd-$n.log" "$changed" "$SSH_HOST:$port" "$n: "
 }
 
 ssh_alias() {

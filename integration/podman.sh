@@ -136,28 +136,9 @@ Match User $ROOTLESS
   SetEnv PATH=$PM/bin-rootless XDG_RUNTIME_DIR=$PM/xdg-$uid
 Match User $NONE
   SetEnv PATH=$PM/bin-none"
-  local changed=0 pid i
+  local changed=0
   write_if_changed "$conf" "$cfg" && changed=1
-  mkdir -p /run/sshd
-  chmod 755 /run/sshd
-  /usr/sbin/sshd -t -f "$conf" || die "sshd rejects $conf"
-  if pid=$(live_pid "$SSH/sshd.pid" "$conf"); then
-    if [[ $changed == 1 ]]; then
-      log "sshd: config changed, reloading"
-      kill -HUP "$pid"
-      sleep 0.5
-    fi
-  else
-    log "starting sshd on $SSH_HOST:$SSH_PORT"
-    rm -f "$SSH/sshd.pid"
-    /usr/sbin/sshd -f "$conf" -E "$SSH/sshd.log" 9>&- </dev/null ||
-      die "sshd failed to start: $(tail -n 1 "$SSH/sshd.log")"
-  fi
-  for ((i = 0; i < 100; i++)); do
-    live_pid "$SSH/sshd.pid" "$conf" >/dev/null && return 0
-    sleep 0.1
-  done
-  die "sshd did not come up: $(tail -n 1 "$SSH/sshd.log")"
+  run_sshd "$conf" "$SSH/sshd.pid" "$SSH/sshd.log" "$changed" "$SSH_HOST:$SSH_PORT"
 }
 
 write_client_files() {

@@ -745,32 +745,7 @@ Match User $u
   local changed=0
   write_if_changed "$conf" "$cfg" && changed=1
   # Privilege separation directory; normally created by the service unit.
-  mkdir -p /run/sshd
-  chmod 755 /run/sshd
-  /usr/sbin/sshd -t -f "$conf" || die "sshd rejects $conf"
-
-  local pid
-  if pid=$(live_pid "$SSH/sshd.pid" "$conf"); then
-    if [[ $changed == 1 ]]; then
-      log "sshd: config changed, reloading"
-      kill -HUP "$pid"
-      sleep 0.5
-    fi
-  else
-    log "starting sshd on $SSH_HOST:$SSH_PORT"
-    rm -f "$SSH/sshd.pid"
-    # sshd daemonizes itself and writes the PidFile.
-    /usr/sbin/sshd -f "$conf" -E "$SSH/sshd.log" 9>&- </dev/null ||
-      die "sshd failed to start; last log lines:
-$(tail -n 20 "$SSH/sshd.log")"
-  fi
-  local i
-  for ((i = 0; i < 100; i++)); do
-    live_pid "$SSH/sshd.pid" "$conf" >/dev/null && return 0
-    sleep 0.1
-  done
-  die "sshd did not come up; last log lines:
-$(tail -n 20 "$SSH/sshd.log")"
+  run_sshd "$conf" "$SSH/sshd.pid" "$SSH/sshd.log" "$changed" "$SSH_HOST:$SSH_PORT"
 }
 
 write_ssh_client_files() {
