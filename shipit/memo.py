@@ -49,7 +49,7 @@ class Compressed:
     diff_id: str
 
     def record(self, source: BlobRecord) -> BlobRecord:
-        """``source`` (read and checked, not kept) described as this compressed blob."""
+        """``source`` (read past, not kept) described as this compressed blob."""
         return replace(
             source,
             digest=self.digest,
