@@ -186,6 +186,32 @@ ensure_ssh_keys() {
   chmod 600 "$dir"/ssh_host_*_key "$dir/id_ed25519"
 }
 
+# sshd_config_head TITLE LISTEN PIDFILE ALLOW: what every rig sshd's config shares (the
+# host keys in $SSH, public keys from $AUTH_KEYS only, no PAM, no root, many connections
+# at once), listening on LISTEN (host:port) for the users ALLOW; its Match blocks follow.
+sshd_config_head() {
+  cat <<EOF
+# $1
+ListenAddress $2
+HostKey $SSH/ssh_host_ed25519_key
+HostKey $SSH/ssh_host_rsa_key
+PidFile $3
+# No PAM: a plain sshd without systemd/logind; users have '*' as password.
+UsePAM no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+AllowUsers $4
+AuthorizedKeysFile $AUTH_KEYS
+PrintMotd no
+X11Forwarding no
+# Tests may open many connections at once.
+MaxStartups 100:30:200
+MaxSessions 100
+EOF
+}
+
 # run_sshd CONF PIDFILE LOG CHANGED WHERE [PREFIX]: the sshd of config CONF (PidFile
 # PIDFILE, log LOG) running: reloaded when CHANGED is 1 (CONF was just rewritten),
 # started when it is not running; returns once its PidFile names a live sshd. WHERE

@@ -353,22 +353,9 @@ ensure_sshd() {
   sock=$(node_sock "$n")
   allow="rig-node rig-node-sudo rig-node-none"
   [[ $n == c21 ]] && allow+=" rig-node-k3s"
-  local cfg="# sshd for shipit node $n (written by integration/nodes.sh)
-ListenAddress $SSH_HOST:$port
-HostKey $SSH/ssh_host_ed25519_key
-HostKey $SSH/ssh_host_rsa_key
-PidFile $pidfile
-UsePAM no
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin no
-AllowUsers $allow
-AuthorizedKeysFile $AUTH_KEYS
-PrintMotd no
-X11Forwarding no
-MaxStartups 100:30:200
-MaxSessions 100
+  local cfg
+  cfg="$(sshd_config_head "sshd for shipit node $n (written by integration/nodes.sh)" \
+    "$SSH_HOST:$port" "$pidfile" "$allow")
 
 Match User rig-node,rig-node-sudo,rig-node-none
   SetEnv PATH=$bin CONTAINERD_ADDRESS=$sock

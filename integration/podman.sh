@@ -111,22 +111,9 @@ events_logger = "file"' || true
 ensure_sshd() {
   local conf=$SSH/sshd_config uid
   uid=$(id -u "$ROOTLESS")
-  local cfg="# sshd for shipit's Podman rig (written by integration/podman.sh)
-ListenAddress $SSH_HOST:$SSH_PORT
-HostKey $SSH/ssh_host_ed25519_key
-HostKey $SSH/ssh_host_rsa_key
-PidFile $SSH/sshd.pid
-UsePAM no
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin no
-AllowUsers ${USERS[*]}
-AuthorizedKeysFile $AUTH_KEYS
-PrintMotd no
-X11Forwarding no
-MaxStartups 100:30:200
-MaxSessions 100
+  local cfg
+  cfg="$(sshd_config_head "sshd for shipit's Podman rig (written by integration/podman.sh)" \
+    "$SSH_HOST:$SSH_PORT" "$SSH/sshd.pid" "${USERS[*]}")
 # podman image scp copies its archive with sftp (the benchmark compares with it)
 Subsystem sftp internal-sftp
 

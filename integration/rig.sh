@@ -706,24 +706,9 @@ rig-sudo ALL=(root) NOPASSWD: /usr/bin/docker"
 
 ensure_sshd() {
   local e conf=$SSH/sshd_config
-  local cfg="# sshd for the shipit rig (written by integration/rig.sh)
-ListenAddress $SSH_HOST:$SSH_PORT
-HostKey $SSH/ssh_host_ed25519_key
-HostKey $SSH/ssh_host_rsa_key
-PidFile $SSH/sshd.pid
-# No PAM: a plain sshd without systemd/logind; users have '*' as password.
-UsePAM no
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin no
-AllowUsers ${ENGINES[*]/#/rig-} ${ACCESS_USERS[*]}
-AuthorizedKeysFile $AUTH_KEYS
-PrintMotd no
-X11Forwarding no
-# Tests may open many connections at once.
-MaxStartups 100:30:200
-MaxSessions 100
+  local cfg
+  cfg="$(sshd_config_head "sshd for the shipit rig (written by integration/rig.sh)" \
+    "$SSH_HOST:$SSH_PORT" "$SSH/sshd.pid" "${ENGINES[*]/#/rig-} ${ACCESS_USERS[*]}")
 Subsystem sftp internal-sftp
 "
   for e in "${ENGINES[@]}"; do
