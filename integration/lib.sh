@@ -212,6 +212,16 @@ MaxSessions 100
 EOF
 }
 
+# ssh_host_block ALIAS HOST PORT USER IDENTITY KNOWN_HOSTS: an OpenSSH client Host block,
+# after a blank line, for one rig user: its key only, the host keys pinned in KNOWN_HOSTS
+# only, never a prompt.
+ssh_host_block() {
+  printf '%s\n' "" "Host $1" "  HostName $2" "  Port $3" "  User $4" "  IdentityFile $5" \
+    "  IdentitiesOnly yes" "  UserKnownHostsFile $6" "  GlobalKnownHostsFile /dev/null" \
+    "  StrictHostKeyChecking yes" "  UpdateHostKeys no" "  BatchMode yes" \
+    "  PasswordAuthentication no"
+}
+
 # run_sshd CONF PIDFILE LOG CHANGED WHERE [PREFIX]: the sshd of config CONF (PidFile
 # PIDFILE, log LOG) running: reloaded when CHANGED is 1 (CONF was just rewritten),
 # started when it is not running; returns once its PidFile names a live sshd. WHERE

@@ -113,22 +113,7 @@ write_node_sshd_config() {
 }
 
 host_block() {
-  local alias=$1 host=$2 port=$3 user=$4 identity=${5:-$RIG/ssh/id_ed25519}
-  cat <<EOF
-Host $alias
-  HostName $host
-  Port $port
-  User $user
-  IdentityFile $identity
-  IdentitiesOnly yes
-  UserKnownHostsFile $SSH/known_hosts
-  GlobalKnownHostsFile /dev/null
-  StrictHostKeyChecking yes
-  UpdateHostKeys no
-  BatchMode yes
-  PasswordAuthentication no
-
-EOF
+  ssh_host_block "$1" "$2" "$3" "$4" "${5:-$RIG/ssh/id_ed25519}" "$SSH/known_hosts"
 }
 
 cmd_up() {
@@ -173,7 +158,6 @@ cmd_up() {
   fi
   {
     echo "# ssh config for the shipit benchmark (written by integration/netns.sh)"
-    echo
     for e in d20 d26 d26c; do
       host_block "slow-$e" "$NS_IP" "$RIG_PORT" "rig-$e"
       host_block "rig-$e" 127.0.0.1 "$RIG_PORT" "rig-$e"

@@ -368,12 +368,7 @@ Match User rig-node-k3s
 }
 
 ssh_alias() {
-  local name=$1 user=$2 port=$3
-  printf '%s\n' "" "Host $name" "  HostName $SSH_HOST" "  Port $port" "  User $user" \
-    "  IdentityFile $SSH/id_ed25519" "  IdentitiesOnly yes" \
-    "  UserKnownHostsFile $SSH/known_hosts" "  GlobalKnownHostsFile /dev/null" \
-    "  StrictHostKeyChecking yes" "  UpdateHostKeys no" "  BatchMode yes" \
-    "  PasswordAuthentication no"
+  ssh_host_block "$1" "$SSH_HOST" "$3" "$2" "$SSH/id_ed25519" "$SSH/known_hosts"
 }
 
 write_ssh_client_files() {

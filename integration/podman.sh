@@ -139,19 +139,7 @@ write_client_files() {
 # Use: ssh -F $SSH/config $ROOTFUL podman info"
   for u in "${USERS[@]}"; do
     cfg+="
-
-Host $u
-  HostName $SSH_HOST
-  Port $SSH_PORT
-  User $u
-  IdentityFile $SSH/id_ed25519
-  IdentitiesOnly yes
-  UserKnownHostsFile $SSH/known_hosts
-  GlobalKnownHostsFile /dev/null
-  StrictHostKeyChecking yes
-  UpdateHostKeys no
-  BatchMode yes
-  PasswordAuthentication no"
+$(ssh_host_block "$u" "$SSH_HOST" "$SSH_PORT" "$u" "$SSH/id_ed25519" "$SSH/known_hosts")"
   done
   write_if_changed "$SSH/config" "$cfg" || true
   chmod 644 "$SSH/config" "$SSH/known_hosts" "$SSH/id_ed25519.pub"

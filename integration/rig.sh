@@ -744,19 +744,7 @@ write_ssh_client_files() {
 # Use: ssh -F $SSH/config rig-d26 docker version
 "
   for e in "${ENGINES[@]/#/rig-}" "${ACCESS_USERS[@]}"; do
-    cfg+="
-Host $e
-  HostName $SSH_HOST
-  Port $SSH_PORT
-  User $e
-  IdentityFile $SSH/id_ed25519
-  IdentitiesOnly yes
-  UserKnownHostsFile $SSH/known_hosts
-  GlobalKnownHostsFile /dev/null
-  StrictHostKeyChecking yes
-  UpdateHostKeys no
-  BatchMode yes
-  PasswordAuthentication no
+    cfg+="$(ssh_host_block "$e" "$SSH_HOST" "$SSH_PORT" "$e" "$SSH/id_ed25519" "$SSH/known_hosts")
 "
   done
   write_if_changed "$SSH/config" "$cfg" || true
