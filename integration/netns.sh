@@ -60,11 +60,17 @@ cmd_down() {
       # shellcheck disable=SC2086
       kill -KILL $pids 2>/dev/null || true
     fi
-    ip netns del "$NS" # takes the veth pair with it
+    ip netns del "$NS" # takes the veth pair with it, a moment later
   fi
-  if ip link show "$VETH_HOST" >/dev/null 2>&1; then
-    ip link del "$VETH_HOST"
-  fi
+  # The kernel drops the pair after the namespace, on its own time: a link seen here may be
+  # gone by the time it is deleted. Wait until it is gone, or the next up cannot make it.
+  local i
+  for ((i = 0; i < 50; i++)); do
+    ip link show "$VETH_HOST" >/dev/null 2>&1 || break
+    ip link del "$VETH_HOST" 2>/dev/null || true
+    sleep 0.1
+  done
+  ! ip link show "$VETH_HOST" >/dev/null 2>&1 || die "$VETH_HOST is still there after 5 s"
   rm -rf "$SSH"
 }
 
