@@ -54,10 +54,9 @@ fi
 
 mirror=${SHIPIT_DEB13_MIRROR:-}
 if [[ -z $mirror ]]; then
-  # The first Debian archive URI of an active (not commented) source line.
-  mirror=$(grep -hE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
-    grep -oE 'https?://[^ ]+/debian/?( |$)' | head -n 1 | tr -d ' ' || true)
-  mirror=${mirror:-http://deb.debian.org/debian}
+  # The mirror this machine's own release comes from: the one its apt already reaches.
+  mirror=$(debian_mirror "$(. /etc/os-release && echo "$VERSION_CODENAME")" 2>/dev/null) ||
+    mirror=http://deb.debian.org/debian
 fi
 
 if [[ ! -f $ROOT/etc/debian_version ]]; then
