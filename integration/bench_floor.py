@@ -16,6 +16,7 @@ The same rig and source as integration/bench.py (the rig's d26, by socket):
   redeploy  bigbase:v2 (its 1 MiB app layer changed) onto a target holding bigbase:v1,
             on loopback and at 100 Mbit/s, each ship right after a
             `docker save bigbase:v2 > /dev/null` of its own
+  redeploy-2g  the same with bench:v2 (2.1 GB, 5 layers) onto bench:v1
 
 A cold floor is the source's first byte, plus the bytes shipit sent at the rate the link
 carries through SSH (measured in the same run; the nominal rate is shown beside it), plus
@@ -47,6 +48,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_measure as bench  # noqa: E402  (measurement, the rig and bench:v1 are shared)
+from bench_images import build_images  # noqa: E402
 from bench_report import esc  # noqa: E402
 
 NOOP_ENGINES = ("d20", "d26", "d26c", "d28", "d28c")
@@ -55,7 +57,8 @@ BIG = "bigbase"
 LINK_RATE = bench.LINK_MBIT * 1e6 / 8  # bytes/s
 BYHAND = Path(__file__).resolve().parent / "byhand_zstd.sh"
 RUNS = 3  # no-op re-ships per engine (the median is reported)
-REDEPLOY_RUNS = 5  # each a save, then a ship
+#: The redeploy cases: image (its v2 onto its v1) and how many times (each a save, then a ship).
+REDEPLOYS = {"redeploy": (BIG, 5), "redeploy-2g": ("bench", 3)}
 
 
 def rig_ssh() -> str:
@@ -256,29 +259,33 @@ def forget_landing(ref: str) -> None:
         (cache_dir() / "landed" / image["Id"].removeprefix("sha256:")).unlink(missing_ok=True)
 
 
-def redeploy(runs: dict) -> None:
-    source_floor("redeploy", f"{BIG}:v2", runs)
+def redeploy(runs: dict, case: str = "redeploy") -> None:
+    image, times = REDEPLOYS[case]
+    if image == "bench":
+        build_images(bench.SOURCE)  # bench:v1 and v2 (made by bench.py, unless missing)
+    source_floor(case, f"{image}:v2", runs)
     cfg = str(bench.SSH_CONFIG)
-    save = f"{bench.docker(bench.SOURCE)} save {BIG}:v2 > /dev/null"
+    save = f"{bench.docker(bench.SOURCE)} save {image}:v2 > /dev/null"
     for target in COLD_TARGETS:
         for link in ("lo", "slow"):
             alias = bench.alias(link, target)
-            bench.sh(f"{bench.docker(target)} rmi {BIG}:v2", check=False)
-            if not bench.inspect(target, f"{BIG}:v1"):
-                bench.measure(shipit(f"{BIG}:v1", alias, cfg), link=link, timeout=600, shipit=True)
+            bench.sh(f"{bench.docker(target)} rmi {image}:v2", check=False)
+            if not bench.inspect(target, f"{image}:v1"):
+                first = shipit(f"{image}:v1", alias, cfg)
+                bench.measure(first, link=link, timeout=900, shipit=True)
             rows, saves = [], []
-            for _ in range(REDEPLOY_RUNS):
+            for _ in range(times):
                 # The source's save right before each ship: the machine's state moves the
                 # save itself by a second from one minute to the next.
                 saves.append(bench.measure(save, link="local", timeout=600))
-                bench.sh(f"{bench.docker(target)} rmi {BIG}:v2", check=False)
-                forget_landing(f"{BIG}:v2")  # a new version: never landed from here before
-                bench.log(f"[redeploy/{target}/{link}] shipit {BIG}:v2 --to {alias}")
-                cmd = shipit(f"{BIG}:v2", alias, cfg)
+                bench.sh(f"{bench.docker(target)} rmi {image}:v2", check=False)
+                forget_landing(f"{image}:v2")  # a new version: never landed from here before
+                bench.log(f"[{case}/{target}/{link}] shipit {image}:v2 --to {alias}")
+                cmd = shipit(f"{image}:v2", alias, cfg)
                 rows.append(bench.measure(cmd, link=link, timeout=600, shipit=True))
-            runs[f"redeploy/{target}/{link}"] = {
+            runs[f"{case}/{target}/{link}"] = {
                 **median_row(rows),
-                "title": f"shipit {BIG}:v2 --to {alias} (it holds v1; median of {REDEPLOY_RUNS})",
+                "title": f"shipit {image}:v2 --to {alias} (it holds v1; median of {times})",
                 "paired_save": median_row(saves),
             }
 
@@ -391,21 +398,27 @@ def render(res: dict[str, Any]) -> str:
                 f"{_fmt(floor)} | | shipit ÷ floor {of_floor}; ≤ pipe and ≤ 1.1× floor: "
                 f"{'held' if held else '**not held**'} |"
             )
-    out += ["", f"## Redeploy: {BIG}:v2 onto {BIG}:v1", ""]
-    rsave = _s(runs.get("redeploy/save-null"))
-    out += [_source_line(runs, "redeploy"), ""]
+    for case in REDEPLOYS:
+        out += _redeploy_table(runs, case)
+    return "\n".join(out) + "\n"
+
+
+def _redeploy_table(runs: dict, case: str) -> list[str]:
+    image, times = REDEPLOYS[case]
+    if not any(k.startswith(f"{case}/") for k in runs):
+        return []
+    out = ["", f"## Redeploy: {image}:v2 onto {image}:v1", "", _source_line(runs, case), ""]
     out += [
-        f"Each ship ran right after a `docker save {BIG}:v2 > /dev/null` of its own, "
-        f"{REDEPLOY_RUNS} times: the ratio is to the median of those saves.",
+        f"Each ship ran right after a `docker save {image}:v2 > /dev/null` of its own, "
+        f"{times} times: the ratio is to the median of those saves.",
         "",
-    ]
-    out += [
         "| target | link | seconds | the saves beside it | ÷ save | ≤ 1.2× |",
         "|---|---|---|---|---|---|",
     ]
+    rsave = _s(runs.get(f"{case}/save-null"))
     for target in COLD_TARGETS:
         for link in ("lo", "slow"):
-            row = runs.get(f"redeploy/{target}/{link}")
+            row = runs.get(f"{case}/{target}/{link}")
             paired = (row or {}).get("paired_save")
             s, base = _s(row), _s(paired) or rsave
             ratio = s / base if s and base else None
@@ -414,7 +427,7 @@ def render(res: dict[str, Any]) -> str:
                 f"| {target} | {link} | {_cell(row)} | {_cell(paired)} | "
                 f"{_fmt(ratio, '×')} | {held} |"
             )
-    return "\n".join(out) + "\n"
+    return out
 
 
 def _source_line(runs: dict, case: str) -> str:
@@ -436,7 +449,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=bench.ROOT / "docs")
     p.add_argument("--render", type=Path, help="rewrite the Markdown from this JSON")
-    p.add_argument("--only", default="noop,cold,redeploy", help="comma list of the cases")
+    p.add_argument(
+        "--only", default="noop,cold,redeploy,redeploy-2g", help="comma list of the cases"
+    )
     args = p.parse_args()
     if args.render:
         res = json.loads(args.render.read_text())
@@ -451,7 +466,10 @@ def main() -> int:
         old = json.loads(earlier.read_text()).get("runs", {})
         runs = {k: v for k, v in old.items() if k.split("/")[0] not in cases}
     for case in cases:
-        {"noop": noop, "cold": cold, "redeploy": redeploy}[case](runs)
+        if case in REDEPLOYS:
+            redeploy(runs, case)
+        else:
+            {"noop": noop, "cold": cold}[case](runs)
     res = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": _machine(),
