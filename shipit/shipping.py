@@ -54,6 +54,7 @@ class _Outcome:
     error: ShipitError | None = None
     first_byte_at: float | None = None  # the source's first byte (time.monotonic())
     loaded_at: float | None = None  # the target answered the last load
+    checked_from: float | None = None  # its check began (in a fan-out, once all have loaded)
     verified_at: float | None = None
 
 
@@ -354,6 +355,7 @@ def _settle(feed: _Feed, outcome: _Outcome, verify: bool) -> None:
     """After the load: skipped blobs still there (a content store), then what landed."""
     if outcome.error is not None:
         return
+    outcome.checked_from = time.monotonic()
     try:
         if not feed.holdings.still_has(outcome.result.skipped):
             raise VerificationFailed(
@@ -368,18 +370,21 @@ def _settle(feed: _Feed, outcome: _Outcome, verify: bool) -> None:
 
 def _phases(started: float, connected: float, outcome: _Outcome) -> dict[str, float]:
     """Where one target's time went, in seconds (the save is asked for while connecting,
-    so the source's preparation and the connection overlap)."""
+    so the source's preparation and the connection overlap). A fan-out checks each target
+    once every one has loaded: the time between is ``waiting_for_other_targets``."""
     first = outcome.first_byte_at or connected
     last = outcome.result.last_byte_at or outcome.loaded_at or first
     loaded = outcome.loaded_at or last
-    verified = outcome.verified_at or loaded
+    checked = max(outcome.checked_from or loaded, loaded)
+    verified = outcome.verified_at or checked
     return {
         "connect": round(connected - started, 3),
         "source_preparing": round(first - started, 3),
         "transfer": round(max(0.0, last - first), 3),
         "target_registering_stages": round(outcome.result.stage_wait, 3),
         "target_after_last_byte": round(max(0.0, loaded - last), 3),
-        "verification": round(max(0.0, verified - loaded), 3),
+        "waiting_for_other_targets": round(checked - loaded, 3),
+        "verification": round(max(0.0, verified - checked), 3),
     }
 
 

@@ -234,6 +234,11 @@ def test_fan_out_to_three_engines(rig, ssh_config):
     assert [r["target"] for r in results] == targets and all(r["ok"] for r in results)
     assert results[0]["report"]["compression"] in ("gzip:1", "none")  # Engine 20.10
     assert results[2]["report"]["compression"] == "zstd:3"
+    for r in results:  # one after the other, the phases span the target's whole ship
+        p = r["report"]["phases"]
+        after = ("transfer", "target_after_last_byte", "waiting_for_other_targets", "verification")
+        span = p["source_preparing"] + sum(p[k] for k in after)
+        assert min(p.values()) >= 0 and span <= r["report"]["seconds"] + 0.005, p
     for engine in ("d20", "d26", "d26c"):
         assert "layered ok" in run_image(rig, engine, "layered:latest")
 
