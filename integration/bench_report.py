@@ -92,47 +92,45 @@ def choices(runs: dict[str, dict[str, Any]]) -> list[str]:
     ]
 
 
+def _landed_at(report: dict[str, Any]) -> float:
+    """When a target's load had finished, from the start (a fan-out's last is the one
+    the command waited for)."""
+    p = report["phases"]
+    return sum(p.get(k, 0) for k in ("source_preparing", "transfer", "target_after_last_byte"))
+
+
 def timeline(runs: dict[str, dict[str, Any]]) -> list[str]:
-    """Each shipit ship split into: before the source's first byte, streaming, after."""
-    first = runs.get("floor/save-first-byte/v1", {}).get("first_byte_seconds")
+    """Each shipit ship split into the phases its ``--json`` reports (a fan-out: those of
+    the target that loaded last)."""
     rows = []
     for key, row in runs.items():
-        summary = row.get("summary")
-        if not is_shipit_run(key) or not secs(row) or not isinstance(summary, dict):
+        reports = [r for r in _reports(row.get("summary")) if isinstance(r.get("phases"), dict)]
+        if not is_shipit_run(key) or key.startswith("archive/") or not secs(row) or not reports:
             continue
-        if "targets" in summary:
-            streams = [(t.get("report") or {}).get("seconds") for t in summary["targets"]]
-            stream = max((x for x in streams if x), default=None)
-        else:
-            stream = summary.get("seconds")
-        if not stream or key.startswith("archive/"):
-            continue
-        wall = row["seconds"]
-        if any(rep.get("stages") for rep in _reports(summary)):
+        p = max(reports, key=_landed_at)["phases"]
+        after = p.get("target_after_last_byte", 0) + p.get("target_registering_stages", 0)
+        if any(rep.get("stages") for rep in reports):
             key += " (staged)"
-        before = first if first else None
-        after = wall - stream - (before or 0)
-        # The first byte comes from another moment of a noisy machine: ≤ 0 means "none".
-        rest = f"{after:.1f}" if after > 0.5 else "≈ 0"
         rows.append(
-            f"| {key} | {wall:.1f} | {'' if before is None else f'{before:.1f}'} | "
-            f"{stream:.1f} | {rest} |"
+            f"| {key} | {row['seconds']:.1f} | {p.get('connect', 0):.1f} | "
+            f"{p.get('source_preparing', 0):.1f} | {p.get('transfer', 0):.1f} | {after:.1f} | "
+            f"{p.get('verification', 0):.2f} |"
         )
     if not rows:
         return []
     return [
         "## Where shipit's time goes",
         "",
-        "Wall time of each shipit run split into: the source engine preparing its save "
-        "before the first byte (from the floor measurement, not this run), streaming "
-        "(shipit's own `seconds`: first byte from the source to the last byte into the "
-        "target), and what is left: the target finishing its load after the last byte "
-        "(containerd store: unpacking every layer), connecting, the delta probes and the "
-        "check of what landed. In a staged run the stage loads overlap the stream, and "
-        "streaming lasts until the engine has taken the image's own load.",
+        "The phases each shipit run reports in `--json`, all in seconds: connecting to the "
+        "target and asking what it holds; the source's first byte, counted from the start "
+        "(the save is asked for while the targets connect, so the two overlap); the "
+        "transfer, from that byte to the last byte into the target; the target's work after "
+        "it (loading, unpacking; in a staged run the stage loads overlap the transfer, and "
+        "this adds the waits for them); and the check of what landed.",
         "",
-        "| run | wall s | source's first byte s | streaming s | after the stream s |",
-        "|---|---|---|---|---|",
+        "| run | wall | connect | source's first byte | transfer | target after the last "
+        "byte | check |",
+        "|---|---|---|---|---|---|---|",
         *rows,
         "",
     ]
