@@ -259,10 +259,8 @@ def forget_landing(ref: str) -> None:
         (cache_dir() / "landed" / image["Id"].removeprefix("sha256:")).unlink(missing_ok=True)
 
 
-def redeploy(runs: dict, case: str = "redeploy") -> None:
+def redeploy(runs: dict, case: str) -> None:
     image, times = REDEPLOYS[case]
-    if image == "bench":
-        build_images(bench.SOURCE)  # bench:v1 and v2 (made by bench.py, unless missing)
     source_floor(case, f"{image}:v2", runs)
     cfg = str(bench.SSH_CONFIG)
     save = f"{bench.docker(bench.SOURCE)} save {image}:v2 > /dev/null"
@@ -458,6 +456,7 @@ def main() -> int:
         (args.out / "benchmarks-floor.md").write_text(render(res))
         return 0
     subprocess.run(["bash", str(bench.NETNS_SH), "up"], check=True, env=bench.ENV)
+    build_images(bench.SOURCE)  # bench:v1 and v2 (bench.py's, unless missing)
     build_bigbase()
     cases = args.only.split(",")
     runs: dict[str, Any] = {}
