@@ -15,9 +15,12 @@ type no decompressor knows. Its chain cannot exist, so the engine must unpack it
 applier opens the blob before it looks for a decompressor (containerd
 ``diff/apply.Apply``). "failed to get stream processor" therefore proves the blob is in
 the content store; "content digest … not found" proves it is not. Nothing is unpacked
-either way, and the probe image is deleted at once. Only blobs whose diff_id some image
-on the target already has are probed (a few, each ~0.2 s), and after the load every
-skipped blob is probed again, so a blob lost in between triggers a full resend. Two forms
+either way. Only blobs whose diff_id some image on the target already has are probed (a
+few, each ~0.1 s). A probe that finds its blob is kept until after the load: its image
+names the blob, so no garbage collection can take the blob between the probe and the load
+(another client deleting the image that held it, say). Deleting the kept probe after the
+load then tells whether it held all along; where it was deleted meanwhile, the blob is
+probed again, and a blob lost in between triggers a full resend. Two forms
 of such a layer are looked for: the compressed blob the memo says shipit made of it, and
 the uncompressed one (a ``docker load`` of a ``docker save``, or a cold ship over a slow
 link, leaves those); the manifest then names the form that is there.
@@ -53,7 +56,6 @@ from shipit.target import Capabilities
 PROBE_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.shipit-probe"
 PROBE_REPO = "shipit-probe.invalid/probe"
 _PRESENT = "failed to get stream processor"
-_ABSENT = "not found"
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Delta:
     endpoint: Endpoint | None = None  # containerd: where to probe
     platform: Platform = field(default_factory=Platform.host)  # the probe image's
     probed: dict[str, bool] = field(default_factory=dict)
+    held: dict[str, str] = field(default_factory=dict)  # blob digest: the probe image kept
 
     def holds_none(self) -> bool:
         """Nothing the images use is on the target (a cold ship)."""
@@ -93,7 +96,10 @@ class Delta:
     def has_blob(self, record: BlobRecord) -> bool:
         assert self.endpoint is not None
         if record.digest not in self.probed:
-            self.probed[record.digest] = probe_blob(self.endpoint, record, self.platform)
+            kept = probe_and_keep(self.endpoint, record, self.platform)
+            if kept is not None:
+                self.held[record.digest] = kept
+            self.probed[record.digest] = kept is not None
         return self.probed[record.digest]
 
     def warm(self, memo: Memo, codec: Codec) -> None:
@@ -109,15 +115,35 @@ class Delta:
                 self.has_blob(_plain(diff_id))
 
     def still_has(self, records: Iterable[BlobRecord]) -> bool:
-        """After a load: every skipped blob is still in the content store. (One probe at a
-        time: containerd answers four at once three times slower than one by one.)"""
+        """After a load: every skipped blob is still in the content store. A blob whose
+        kept probe is still there to delete was held all along; any other is probed again
+        (one at a time: containerd answers four at once three times slower than one by
+        one)."""
         if self.endpoint is None:
             return True
         return all(
-            probe_blob(self.endpoint, r, self.platform)
+            self._held_until_now(r.digest) or probe_blob(self.endpoint, r, self.platform)
             for r in records
             if r.diff_id in self.candidates
         )
+
+    def _held_until_now(self, digest: str) -> bool:
+        assert self.endpoint is not None
+        name = self.held.pop(digest, None)
+        if name is None:
+            return False
+        try:
+            self.endpoint.api.remove_image(name, force=True)
+        except Exception:
+            return False  # gone already (a prune, a stale sweep), or no answer: probe again
+        return True
+
+    def release(self) -> None:
+        """Delete the probes still kept (the load failed, or was never reached)."""
+        while self.held and self.endpoint is not None:
+            _, name = self.held.popitem()
+            with contextlib.suppress(Exception):
+                self.endpoint.api.remove_image(name, force=True)
 
 
 def _plain(diff_id: str) -> BlobRecord:
@@ -231,17 +257,24 @@ def probe_archive(record: BlobRecord, name: str, platform: Platform) -> bytes:
 
 def probe_blob(endpoint: Endpoint, record: BlobRecord, platform: Platform) -> bool:
     """True only when the target's content store certainly holds ``record``'s blob."""
+    kept = probe_and_keep(endpoint, record, platform)
+    if kept is not None:
+        with contextlib.suppress(Exception):
+            endpoint.api.remove_image(kept, force=True)
+    return kept is not None
+
+
+def probe_and_keep(endpoint: Endpoint, record: BlobRecord, platform: Platform) -> str | None:
+    """Where the content store certainly holds ``record``'s blob: the probe image's name,
+    left in place to hold it (None, with nothing left: not held, or not known)."""
     name = f"{PROBE_REPO}:{throwaway_tag(secrets.token_hex(8))}"
+    answer = ""  # no error at all: an engine this probe does not understand
     try:
         load_stream(endpoint, [probe_archive(record, name, platform)])
-        answer = ""  # no error at all: an engine this probe does not understand
     except EngineError as exc:
         answer = str(exc)
     finally:
-        with contextlib.suppress(Exception):
-            endpoint.api.remove_image(name, force=True)
-    if _PRESENT in answer:
-        return True
-    if _ABSENT in answer:
-        return False
-    return False  # unknown answer: send the blob (never guess "present")
+        if _PRESENT not in answer:  # "not found", or unknown: send it (never guess)
+            with contextlib.suppress(Exception):
+                endpoint.api.remove_image(name, force=True)
+    return name if _PRESENT in answer else None

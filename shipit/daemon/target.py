@@ -249,6 +249,8 @@ class DockerTarget(Closable):
         return {name: image_inspect(self.endpoint, name) for name in names}
 
     def close(self) -> None:
+        if self._delta is not None:
+            self._delta.release()  # probes kept to hold blobs for a load that never came
         self.endpoint.close()
 
     def __repr__(self) -> str:

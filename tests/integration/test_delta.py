@@ -23,6 +23,8 @@ from engines import (
 )
 from test_ship import BIG, big_image  # noqa: F401 - a fixture: ~800 MB, built once per rig
 
+from shipit.daemon.delta import PROBE_REPO
+
 pytestmark = pytest.mark.integration
 
 BASE_MB = 120
@@ -180,36 +182,75 @@ def test_containerd_snapshot_without_blob_is_not_trusted(rig, ssh_config, tmp_pa
     _run_app(rig, "d26c", "v2")
 
 
-def test_containerd_blob_lost_after_the_check_is_sent_again(rig, ssh_config, tmp_path, monkeypatch):
-    """The content store loses blobs shipit found there (another ship's image removed and
-    garbage collected) between the check and the load: the ship is tried once more with
-    every layer, and what lands is complete."""
+def _ship_meanwhile(rig, ssh_config, tmp_path, monkeypatch, target: str, meanwhile):
+    """Ship app:v2 onto app:v1 with ``meanwhile(delta)`` run after the check, before the
+    load (as another client would)."""
     from shipit import api
     from shipit.daemon.delta import Delta
 
-    _build_app(rig, "d26", tmp_path / "app")
-    remove(rig, "d26c", "app:v1", "app:v2")
     monkeypatch.setenv("SHIPIT_CACHE_DIR", str(tmp_path / "memo"))
     options = api.ShipOptions(connect=api.Connect(ssh_config=str(ssh_config)))
-    api.ship(["app:v1"], "rig-d26c", source=socket(rig, "d26"), options=options)
-    warm, lost = Delta.warm, []
+    api.ship(["app:v1"], f"rig-{target}", source=socket(rig, "d26"), options=options)
+    warm = Delta.warm
 
-    def warm_then_lose(self, memo, codec):
+    def warm_then(self, memo, codec):
         warm(self, memo, codec)
-        for digest, there in self.probed.items():
+        meanwhile(self)
+
+    monkeypatch.setattr(Delta, "warm", warm_then)
+    return api.ship(["app:v2"], f"rig-{target}", source=socket(rig, "d26"), options=options)
+
+
+def _complete(rig, tmp_path, target: str) -> None:
+    """app:v2 on ``target`` runs and saves whole (every blob there), app:v1 gone."""
+    remove(rig, target, "app:v1")
+    docker_cli(rig, target, "save", "-o", str(tmp_path / "v2.tar"), "app:v2")
+    _run_app(rig, target, "v2")
+
+
+@pytest.mark.parametrize("target", ["d26c", "d28c"])
+def test_containerd_holder_removed_after_the_check_keeps_its_blobs(
+    rig, ssh_config, tmp_path, monkeypatch, target
+):
+    """The image that held the blobs shipit found is deleted (and garbage collected)
+    between the check and the load: the probes shipit kept hold those blobs, so the one
+    load skips them and what lands is complete."""
+    _build_app(rig, "d26", tmp_path / "app")
+    remove(rig, target, "app:v1", "app:v2")
+    held: list[str] = []
+
+    def remove_the_holder(delta) -> None:
+        held.extend(d for d, there in delta.probed.items() if there)
+        remove(rig, target, "app:v1")
+
+    report = _ship_meanwhile(rig, ssh_config, tmp_path, monkeypatch, target, remove_the_holder)
+    assert held and report.attempts == 1 and report.layers_skipped >= 1, (held, report)
+    assert all(d in ctr(rig, target, "content", "ls", "-q").split() for d in held)
+    probes = docker_cli(rig, target, "images", "-q", PROBE_REPO)
+    assert not probes.strip(), "a kept probe was left behind"
+    _complete(rig, tmp_path, target)
+
+
+def test_containerd_blob_lost_after_the_check_is_sent_again(rig, ssh_config, tmp_path, monkeypatch):
+    """The content store loses blobs shipit found there, and shipit's kept probes with
+    them (a prune), between the check and the load: the probe after the load finds them
+    gone, the ship is tried once more with every layer, and what lands is complete."""
+    _build_app(rig, "d26", tmp_path / "app")
+    remove(rig, "d26c", "app:v1", "app:v2")
+    lost: list[str] = []
+
+    def prune_probes_and_lose(delta) -> None:
+        for digest, there in delta.probed.items():
             if there:
                 ctr(rig, "d26c", "content", "rm", digest)
                 lost.append(digest)
+        remove(rig, "d26c", *delta.held.values())
 
-    monkeypatch.setattr(Delta, "warm", warm_then_lose)
-    report = api.ship(["app:v2"], "rig-d26c", source=socket(rig, "d26"), options=options)
+    report = _ship_meanwhile(rig, ssh_config, tmp_path, monkeypatch, "d26c", prune_probes_and_lose)
     assert lost and report.attempts == 2, (lost, report)
     assert report.layers_skipped == 0, report
-    held = ctr(rig, "d26c", "content", "ls", "-q").split()
-    assert all(digest in held for digest in lost)
-    docker_cli(rig, "d26c", "rmi", "app:v1")
-    docker_cli(rig, "d26c", "save", "-o", str(tmp_path / "v2.tar"), "app:v2")
-    _run_app(rig, "d26c", "v2")
+    assert all(d in ctr(rig, "d26c", "content", "ls", "-q").split() for d in lost)
+    _complete(rig, tmp_path, "d26c")
 
 
 def test_fan_out_to_three_engines(rig, ssh_config):
