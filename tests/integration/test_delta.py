@@ -90,7 +90,8 @@ def test_redeploy_sends_only_the_changed_layer(rig, ssh_config, tmp_path, source
     to = rig["engines"][target]["ssh_alias"]
     common = ("--from", socket(rig, source), "--to", to, "--ssh-config", ssh_config)
     first = _ship("app:v1", *common)
-    assert first["layers_skipped"] == 0 and first["bytes_sent"] > BASE_MB * 1e6 / 4
+    # The base goes; busybox may stay put (the rig's rosie image can hold the same layer).
+    assert first["layers_skipped"] <= 1 and first["bytes_sent"] > BASE_MB * 1e6 / 4, first
     second = _ship("app:v2", *common)
     assert second["bytes_sent"] <= 0.02 * first["bytes_sent"], second
     assert second["layers_skipped"] >= 2  # busybox and the 120 MB base stayed put
