@@ -28,7 +28,6 @@ link, leaves those); the manifest then names the form that is there.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import random
 import secrets
@@ -130,20 +129,13 @@ class Delta:
     def _held_until_now(self, digest: str) -> bool:
         assert self.endpoint is not None
         name = self.held.pop(digest, None)
-        if name is None:
-            return False
-        try:
-            self.endpoint.api.remove_image(name, force=True)
-        except Exception:
-            return False  # gone already (a prune, a stale sweep), or no answer: probe again
-        return True
+        # Not deleted: gone already (a prune, a stale sweep), or no answer: probe again.
+        return name is not None and _delete_probe(self.endpoint, name)
 
     def release(self) -> None:
         """Delete the probes still kept (the load failed, or was never reached)."""
         while self.held and self.endpoint is not None:
-            _, name = self.held.popitem()
-            with contextlib.suppress(Exception):
-                self.endpoint.api.remove_image(name, force=True)
+            _delete_probe(self.endpoint, self.held.popitem()[1])
 
 
 def _plain(diff_id: str) -> BlobRecord:
@@ -259,8 +251,7 @@ def probe_blob(endpoint: Endpoint, record: BlobRecord, platform: Platform) -> bo
     """True only when the target's content store certainly holds ``record``'s blob."""
     kept = probe_and_keep(endpoint, record, platform)
     if kept is not None:
-        with contextlib.suppress(Exception):
-            endpoint.api.remove_image(kept, force=True)
+        _delete_probe(endpoint, kept)
     return kept is not None
 
 
@@ -275,6 +266,14 @@ def probe_and_keep(endpoint: Endpoint, record: BlobRecord, platform: Platform) -
         answer = str(exc)
     finally:
         if _PRESENT not in answer:  # "not found", or unknown: send it (never guess)
-            with contextlib.suppress(Exception):
-                endpoint.api.remove_image(name, force=True)
+            _delete_probe(endpoint, name)
     return name if _PRESENT in answer else None
+
+
+def _delete_probe(endpoint: Endpoint, name: str) -> bool:
+    """Best effort; whether the probe image was there and is now deleted."""
+    try:
+        endpoint.api.remove_image(name, force=True)
+    except Exception:
+        return False
+    return True
