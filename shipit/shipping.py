@@ -164,13 +164,13 @@ def ship_many(
                     report_to.report = _report(feed, outcome, attempts[feed.target.name], options)
                     report_to.report.phases = _phases(started, connected, outcome)
                     report_to.report.seconds = time.monotonic() - started
-                elif _busy(outcome) and attempts[feed.target.name] < BUSY_TRIES:
-                    retry.append(feed)  # another load held what this one wrote: again
+                elif _raced(outcome) and attempts[feed.target.name] < RACE_TRIES:
+                    retry.append(feed)  # the engine raced with itself or another load: again
                 elif _worth_retrying(outcome):
                     # It lost a layer between the check and the load: once more, whole.
                     plain = replace(feed.plan, staged=False)
                     retry.append(_Feed(feed.target, plain, HoldsNothing()))
-            if any(_busy(got[f.target.name]) for f in retry):
+            if any(_raced(got[f.target.name]) for f in retry):
                 time.sleep(random.uniform(0.5, 2.0))  # apart from the other load, not in step
             pending = retry
     return [outcomes[name] for name in targets]
@@ -316,28 +316,33 @@ def _open_save(
     return lambda: IterReader(take() or origin.save(names))
 
 
-#: Loads a target refused only because another load was writing the same file at that
-#: moment are tried this many times in all.
-BUSY_TRIES = 4
+#: Loads that lost a race inside the engine (see ``_raced``) are tried this many times in all.
+RACE_TRIES = 4
 
 
-def _busy(outcome: _Outcome) -> bool:
-    """The engine's content store had the same upload file locked by another load (Docker's
-    containerd store names each upload's ingests by their path in the archive, so two
-    ships at once collide on ``index.json``): nothing is wrong but the timing."""
-    message = str(outcome.error or "")
-    return (
-        isinstance(outcome.error, EngineError)
-        and "locked for" in message
-        and "unavailable" in message
-    )
+def _raced(outcome: _Outcome) -> bool:
+    """The load lost a race inside the engine: nothing is wrong but the timing, and the
+    same load once more will do.
+
+    - Docker's containerd store names each upload's ingests by their path in the archive,
+      so two ships at once collide on ``index.json`` ("locked for ... unavailable").
+    - A load that moves a tag leaves the snapshots only the old image held to the garbage
+      collector, which may take one just as the unpack of the new image builds on it
+      ("parent snapshot ... does not exist"; a plain ``docker load`` meets it too). The
+      image is registered by then and holds its blobs, so the next unpack makes the
+      snapshots again from them."""
+    if not isinstance(outcome.error, EngineError):
+        return False
+    message = str(outcome.error)
+    locked = "locked for" in message and "unavailable" in message
+    return locked or ("parent snapshot" in message and "does not exist" in message)
 
 
 def _worth_retrying(outcome: _Outcome) -> bool:
     """A load that named blobs it skipped and then failed: one of them may have gone
     between the check and the load (another ship's image removed, the content store's
     garbage collected). Worth one attempt that sends every layer, however many times a
-    busy store was tried before; that attempt skips nothing, so it is never retried so."""
+    raced load was tried before; that attempt skips nothing, so it is never retried so."""
     if not outcome.result.skipped:
         return False
     return isinstance(outcome.error, EngineError | VerificationFailed)

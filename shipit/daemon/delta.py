@@ -10,7 +10,7 @@ the target. ``manifest.json`` still lists it.
 blob: when only the snapshot exists, the load "succeeds" but the image can never be saved
 or pushed again. The Docker API (Engine 26) shows no content store, so shipit asks
 containerd itself, with a *probe load*: a two-layer image whose first layer is a tiny
-dummy shipped with it and whose second layer is the candidate blob under a layer media
+dummy of its own, shipped with it, and whose second layer is the candidate blob under a layer media
 type no decompressor knows. Its chain cannot exist, so the engine must unpack it, and the
 applier opens the blob before it looks for a decompressor (containerd
 ``diff/apply.Apply``). "failed to get stream processor" therefore proves the blob is in
@@ -217,34 +217,37 @@ def plan(
 # The probe ---------------------------------------------------------------------------
 
 
-def _dummy_layer() -> bytes:
+def _dummy_layer(token: str) -> bytes:
+    """A tiny first layer of its own for each probe. A dummy shared by every probe would
+    leave its snapshot to the garbage collector after each probe, and a probe that finds
+    it there and then loses it mid-unpack ("parent snapshot ... does not exist") would
+    tell nothing about its blob. A chain no one else has is unpacked under the probe's
+    own lease."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        data = b"shipit content-store probe\n"
+        data = f"shipit content-store probe {token}\n".encode()
         info = tarfile.TarInfo(".shipit-probe")
         info.size, info.mtime, info.mode = len(data), 0, 0o644
         tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
-DUMMY = _dummy_layer()
-
-
 def probe_archive(record: BlobRecord, name: str, platform: Platform) -> bytes:
     """An archive whose loading proves or disproves that ``record``'s blob is stored (an
     image of the target's own platform, so the engine unpacks it)."""
     assert record.diff_id is not None
-    dummy = sha256_digest(DUMMY)
+    layer = _dummy_layer(name)
+    dummy = sha256_digest(layer)
     image = make_image(
         name,
         platform,
         [
-            (dummy, Descriptor(OCI_LAYER, dummy, len(DUMMY))),
+            (dummy, Descriptor(OCI_LAYER, dummy, len(layer))),
             (record.diff_id, Descriptor(PROBE_MEDIA_TYPE, record.digest, record.size)),
         ],
     )
     tar = TarStream()
-    return b"".join([tar.start(), tar.blob_bytes(dummy, DUMMY), *image.tar_entries(tar)])
+    return b"".join([tar.start(), tar.blob_bytes(dummy, layer), *image.tar_entries(tar)])
 
 
 def probe_blob(endpoint: Endpoint, record: BlobRecord, platform: Platform) -> bool:
