@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -143,6 +144,46 @@ def _widen_read_buffer(response: Any) -> None:
     inner.fp = io.BufferedReader(raw, SAVE_READ_BUFFER)  # type: ignore[union-attr]
 
 
+#: Longest chunk-size line read before the body is called malformed (http.client's limit).
+_MAX_LINE = 65536
+
+
+def _unchunked(fp: io.BufferedReader, size: int) -> Iterator[bytes]:
+    """The body of a chunked HTTP response in pieces of ``size`` bytes (the last one
+    shorter). The engine sends a save as 32 KiB chunks: read through requests and
+    http.client, each piece is copied three or four times, and a 700 MB save took
+    0.88-0.98 s and 0.41 s of CPU beside the engine's own 0.73-0.84 s. Here each chunk
+    is read once into the piece it belongs to."""
+    piece = bytearray(size)
+    view = memoryview(piece)
+    filled = 0
+    while True:
+        line = fp.readline(_MAX_LINE)
+        if not line.endswith(b"\n"):
+            raise http.client.IncompleteRead(line)
+        try:
+            left = int(line.split(b";", 1)[0], 16)
+        except ValueError:
+            raise http.client.HTTPException(f"bad chunk size line {line[:40]!r}") from None
+        if left == 0:
+            break
+        while left:
+            got = fp.readinto(view[filled : filled + min(left, size - filled)])
+            if not got:
+                raise http.client.IncompleteRead(bytes(view[:filled]), left)
+            filled += got
+            left -= got
+            if filled == size:
+                yield bytes(piece)
+                filled = 0
+        if fp.read(2) != b"\r\n":
+            raise http.client.HTTPException("chunk not followed by CRLF")
+    while fp.readline(_MAX_LINE) not in (b"\r\n", b"\n", b""):
+        pass  # trailers: none that matter here
+    if filled:
+        yield bytes(view[:filled])
+
+
 def save_stream(endpoint: Endpoint, names: list[str], chunk_size: int = 1 << 20) -> Iterator[bytes]:
     """Start ``docker save`` of ``names`` (one archive, shared layers once) and stream it.
 
@@ -164,11 +205,16 @@ def save_stream(endpoint: Endpoint, names: list[str], chunk_size: int = 1 << 20)
         raise endpoint.failure("saving from", exc) from exc
 
     _widen_read_buffer(response)
+    inner = getattr(response.raw, "_fp", None)
+    framed = getattr(inner, "fp", None)
+    if getattr(inner, "chunked", False) and isinstance(framed, io.BufferedReader):
+        pieces = _unchunked(framed, chunk_size)
+    else:
+        pieces = iter(partial(response.raw.read, chunk_size), b"")
 
     def chunks() -> Iterator[bytes]:
         try:
-            while chunk := response.raw.read(chunk_size):
-                yield chunk
+            yield from pieces
         except Exception as exc:
             raise endpoint.failure("saving from", exc) from exc
         finally:
