@@ -1,3 +1,3 @@
-from shipit.cli import main
+from shipit.cli import console
 
-main()
+console()

@@ -27,12 +27,12 @@ import sys
 import threading
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
 from shipit import __version__
-from shipit.cli import app, fail, run
+from shipit.cli import app, exit_after, fail, run
 from shipit.errors import ShipitError, Unsupported, UsageError
 
 PLUGIN_NAME = "shipit"
@@ -166,6 +166,11 @@ def main() -> None:
         fail(str(exc), exc.exit_code)
     watch_cli_socket(os.environ, lambda: os.kill(os.getpid(), signal.SIGTERM))
     run(args, prog_name="docker shipit")
+
+
+def console() -> NoReturn:
+    """The ``docker-shipit`` program."""
+    exit_after(main)
 
 
 def _cobra_complete(words: list[str]) -> None:
