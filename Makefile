@@ -48,7 +48,7 @@ lint: install
 soak: install rig-up
 	$(PY) integration/soak.py --rounds 50
 
-# The benchmarks (~75 min): Docker engines, a containerd node, the floor cases, the chart.
+# The benchmarks (~100 min): Docker engines, a containerd node, the floor cases, the chart.
 bench: install rig-up
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	@# Timed as installed: pip compiles an installed package's bytecode, while a checkout
