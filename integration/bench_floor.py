@@ -12,7 +12,8 @@ The same rig and source as integration/bench.py (the rig's d26, by socket):
             big base and a small app layer) into an empty d26c and d20 at 100 Mbit/s:
             shipit's defaults, the `save | zstd -T0 | ssh 'zstd -d | docker load'` pipe,
             the by-hand procedure (save, each layer to zstd with the zstd CLI, digests
-            rewritten, load) and `skopeo copy docker-daemon: docker-daemon:` (by socket)
+            rewritten, load) and `skopeo copy docker-daemon: docker-daemon:` (by socket, the
+            target's forwarded over the same link; a skopeo Engine 26 answers)
   redeploy  bigbase:v2 (its 1 MiB app layer changed) onto a target holding bigbase:v1,
             on loopback and at 100 Mbit/s, each ship right after a
             `docker save bigbase:v2 > /dev/null` of its own
@@ -50,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_measure as bench  # noqa: E402  (measurement, the rig and bench:v1 are shared)
 from bench_images import build_images  # noqa: E402
 from bench_report import esc  # noqa: E402
+from bench_skopeo import forwarded_socket, skopeo_command  # noqa: E402
 
 NOOP_ENGINES = ("d20", "d26", "d26c", "d28", "d28c")
 COLD_TARGETS = ("d26c", "d20")
@@ -202,6 +204,7 @@ def cold(runs: dict) -> None:
     src = bench.docker(bench.SOURCE)
     source_floor("cold", f"{BIG}:v1", runs)
     cfg = bench.SSH_CONFIG
+    skopeo, skopeo_version = skopeo_command()
     for target in COLD_TARGETS:
         slow = f"slow-{target}"
         link_rate(slow, runs, f"cold/{target}/link")
@@ -238,16 +241,21 @@ def cold(runs: dict) -> None:
             rounds[method].append(row)
         for method, rows in rounds.items():
             runs[f"cold/{target}/{method}"] = median_row(rows)
+        # skopeo moves images between engines by their sockets only: the target's is
+        # forwarded over SSH, so that it crosses the shaped link too. It runs once.
         clear(target)
-        dest = bench.sock(target)
-        bench.timed(
-            f"cold/{target}/skopeo",
-            f"skopeo copy docker-daemon: docker-daemon: (by socket, {bench.SOURCE} to {target})",
-            f"skopeo copy --src-daemon-host {bench.sock(bench.SOURCE)} --dest-daemon-host "
-            f"{dest} docker-daemon:{BIG}:v1 docker-daemon:{BIG}:v1",
-            "local",
-            runs,
-        )
+        with forwarded_socket(slow, target) as dest:
+            row = bench.timed(
+                f"cold/{target}/skopeo",
+                f"{skopeo_version}: copy docker-daemon: docker-daemon: (by socket: "
+                f"{bench.SOURCE}'s, and {target}'s forwarded by ssh -L over {slow})",
+                f"{skopeo} copy --src-daemon-host {bench.sock(bench.SOURCE)} "
+                f"--dest-daemon-host {dest} docker-daemon:{BIG}:v1 docker-daemon:{BIG}:v1",
+                "slow",
+                runs,
+            )
+        if row["ok"] and not bench.inspect(target, f"{BIG}:v1"):
+            row.update(ok=False, error=f"{BIG}:v1 did not land on {target}")
 
 
 def forget_landing(ref: str) -> None:
