@@ -236,9 +236,7 @@ def cold(runs: dict) -> None:
             bench.log(f"[cold/{target}/{method}] {title}")
             row = bench.measure(cmd, link="slow", timeout=600, shipit=is_shipit)
             row["title"] = title
-            if row["ok"] and not bench.inspect(target, f"{BIG}:v1"):
-                row.update(ok=False, error=f"{BIG}:v1 did not land on {target}")
-            rounds[method].append(row)
+            rounds[method].append(landed_or_failed(row, target))
         for method, rows in rounds.items():
             runs[f"cold/{target}/{method}"] = median_row(rows)
         # skopeo moves images between engines by their sockets only: the target's is
@@ -254,8 +252,14 @@ def cold(runs: dict) -> None:
                 "slow",
                 runs,
             )
-        if row["ok"] and not bench.inspect(target, f"{BIG}:v1"):
-            row.update(ok=False, error=f"{BIG}:v1 did not land on {target}")
+        landed_or_failed(row, target)
+
+
+def landed_or_failed(row: dict[str, Any], target: str) -> dict[str, Any]:
+    """``row``, failed if its command succeeded but bigbase:v1 is not on ``target``."""
+    if row["ok"] and not bench.inspect(target, f"{BIG}:v1"):
+        row.update(ok=False, error=f"{BIG}:v1 did not land on {target}")
+    return row
 
 
 def forget_landing(ref: str) -> None:
