@@ -93,8 +93,9 @@ def forwarded_socket(alias: str, engine: str) -> Iterator[str]:
     try:
         deadline = time.monotonic() + 20
         while not local.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.poll() is not None else "timed out"
+            exited = proc.poll() is not None
+            if exited or time.monotonic() > deadline:
+                err = proc.stderr.read().decode() if exited else "timed out"
                 raise RuntimeError(f"ssh -L to {alias}'s engine socket failed: {err.strip()}")
             time.sleep(0.05)
         yield f"unix://{local}"
